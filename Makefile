@@ -1,0 +1,53 @@
+# The two commands of the README, and the rest of the workflow. Every target sets itself up:
+# a virtual environment in .venv with a CPU build of torch, the package (editable) and its dev tools.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench docs readme export clean-venv
+
+$(STAMP): settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $(STAMP)
+
+## make run: the main job on a small default that finishes on a CPU
+run: $(STAMP)
+	$(BIN)/markov-laplace run
+
+## make test: pytest on tests/, nbval on every notebook, and nbdev_export must leave the tree unchanged
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env tests nbs
+	$(BIN)/nbdev_export
+	@changed="$$(git status --porcelain --untracked-files=all -- markov_laplace)"; \
+	if [ -n "$$changed" ]; then echo "nbdev_export changed the package; the notebooks and markov_laplace/ disagree:"; \
+	  echo "$$changed"; git --no-pager diff --stat -- markov_laplace; exit 1; fi; \
+	echo "nbdev_export: package in sync with the notebooks"
+
+## make bench: the speed targets, as a table
+bench: $(STAMP)
+	$(BIN)/markov-laplace bench
+
+export: $(STAMP)
+	$(BIN)/nbdev_export
+
+## make readme: README.md from nbs/index.ipynb (nbdev_readme with Quarto, our converter without)
+readme: $(STAMP)
+	@if command -v quarto >/dev/null; then $(BIN)/nbdev_readme; \
+	else $(BIN)/python tools/readme.py nbs/index.ipynb README.md; fi
+
+## make docs: the Quarto site in _docs/ (everything up to the render runs without Quarto)
+docs: $(STAMP)
+	$(BIN)/nbdev_export
+	$(BIN)/python tools/prepare_docs.py
+	@if command -v quarto >/dev/null; then $(BIN)/nbdev_docs; \
+	else echo; echo "Quarto is not installed, so the site was prepared (_proc/) but not rendered."; \
+	  echo "Install Quarto >= 1.4 from https://quarto.org/docs/get-started/ (or: $(BIN)/nbdev_install_quarto, which"; \
+	  echo "downloads it), then run 'make docs' again: nbdev_docs renders _proc/ into _docs/."; fi
+
+clean-venv:
+	rm -rf $(VENV)

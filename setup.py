@@ -1,0 +1,38 @@
+"""Package metadata, read from settings.ini (nbdev 2 keeps one source of truth there)."""
+from configparser import ConfigParser
+import setuptools
+
+cfg = ConfigParser(delimiters=['='])
+cfg.read('settings.ini', encoding='utf-8')
+cfg = cfg['DEFAULT']
+
+licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
+statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable']
+lic = licenses[cfg['license']]
+words = lambda key: cfg.get(key, '').split()
+
+setuptools.setup(
+    name=cfg['lib_name'],
+    version=cfg['version'],
+    description=cfg['description'],
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    author=cfg['author'],
+    author_email=cfg['author_email'],
+    url=cfg['git_url'],
+    license=lic[0],
+    keywords=cfg['keywords'],
+    classifiers=[f"Development Status :: {statuses[int(cfg['status']) - 1]}",
+                 f"Intended Audience :: {cfg['audience']}",
+                 f"License :: {lic[1]}",
+                 'Natural Language :: English',
+                 'Programming Language :: Python :: 3'],
+    packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
+    include_package_data=True,
+    python_requires=f">={cfg['min_python']}",
+    install_requires=words('requirements'),
+    extras_require={'dev': words('dev_requirements'), 'gpu': words('gpu_requirements')},
+    entry_points={'console_scripts': words('console_scripts'),
+                  'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
+    zip_safe=False,
+)
