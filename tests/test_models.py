@@ -1,0 +1,98 @@
+"""Every preset: shapes, normalisation, causality, a CPU training step, config round trips; the
+recurrent step against the parallel forward; the GPU backend against the CPU reference."""
+import json
+
+import pytest
+import torch
+
+from markov_laplace.mamba import MambaConfig, MambaLM, step_log_probs
+from markov_laplace.models import PRESETS, build, from_config, model_config, preset_config
+from markov_laplace.transformer import TransformerConfig
+
+
+@pytest.mark.parametrize('preset', list(PRESETS))
+def test_preset_shapes_normalisation_and_train_step(preset, gen):
+    m = build(preset, seed=3)
+    x = torch.randint(2, (4, 70), generator=gen)
+    lp = m.log_probs(x)
+    assert lp.shape == (4, 70, 2)
+    torch.testing.assert_close(lp.exp().sum(-1), torch.ones(4, 70))
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    before = [p.detach().clone() for p in m.parameters()]
+    loss = -lp[:, :-1].gather(2, x[:, 1:, None]).mean()
+    loss.backward(); opt.step()
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, m.parameters()))
+    assert m.n_params() == sum(p.numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize('preset', list(PRESETS))
+def test_preset_is_causal(preset, gen):
+    m = build(preset, vocab=3, seed=1)
+    x = torch.randint(3, (3, 50), generator=gen)
+    for t in (0, 17, 48):
+        y = x.clone(); y[:, t + 1:] = torch.randint(3, y[:, t + 1:].shape, generator=gen)
+        with torch.no_grad():
+            torch.testing.assert_close(m.log_probs(y)[:, :t + 1], m.log_probs(x)[:, :t + 1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('preset', list(PRESETS))
+def test_config_round_trip(preset):
+    m = build(preset, vocab=3, seed=5)
+    d = json.loads(json.dumps(model_config(m)))
+    m2 = from_config(d, seed=5)
+    assert model_config(m2) == model_config(m)
+    for (k, a), (_, b) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), k
+    cfg = preset_config(preset, 3)
+    assert type(cfg).from_json(cfg.to_json()) == cfg
+
+
+@pytest.mark.parametrize('cfg', [MambaConfig(), MambaConfig(mixer='mamba1'), MambaConfig(n_layers=3, n_heads=4, d_skip=True),
+                                 MambaConfig(conv_streams='xb', gating=False, mlp='plain'),
+                                 MambaConfig(conv=False, layernorm=False, mlp='none', head='l1', fixed_decay=True)],
+                         ids=['mamba2', 'mamba1', 'deep-heads', 'xb-nogate', 'zero-like'])
+def test_recurrent_step_matches_parallel_forward(cfg, gen):
+    m = MambaLM(cfg, generator=gen)
+    x = torch.randint(2, (3, 45), generator=gen)
+    with torch.no_grad():
+        torch.testing.assert_close(step_log_probs(m, x), m.log_probs(x), rtol=1e-5, atol=1e-5)
+
+
+def test_same_seed_same_model_different_seed_different_model():
+    a, b, c = build('mamba', seed=0), build('mamba', seed=0), build('mamba', seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+def test_any_length_works():
+    m = build('mamba')
+    for T in (1, 2, 255, 257, 1000):
+        assert m.log_probs(torch.zeros(1, T, dtype=torch.long)).shape == (1, T, 2)
+
+
+def test_bad_configs_name_the_field():
+    for bad, msg in [(dict(d_model=0), '`d_model`'), (dict(head='sparsemax'), '`head`'), (dict(conv_streams='bc'), '`conv_streams`'),
+                     (dict(mixer='mamba1', conv_streams='xbc'), '`conv_streams`'), (dict(backend='cuda'), '`backend`'),
+                     (dict(l1_eps=-1.0), '`l1_eps`'), (dict(mixer='mamba1', n_heads=2), '`n_heads`')]:
+        with pytest.raises(ValueError, match=msg): MambaConfig(**bad).validate()
+    with pytest.raises(ValueError, match='`n_heads` must be a divisor'): TransformerConfig(n_heads=3).validate()
+    with pytest.raises(ValueError, match='`tokens values`'): build('mamba').log_probs(torch.tensor([[0, 2]]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('preset,over', [('mamba', {}), ('mamba', dict(d_conv=5, n_heads=2)), ('mambazero', {}), ('mamba1', {})])
+def test_mamba_ssm_model_matches_torch_backend(preset, over):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    x = torch.randint(2, (8, 512), generator=torch.Generator().manual_seed(0)).cuda()
+    ref = build(preset, seed=2, **over).cuda()
+    fused = build(preset, seed=2, backend='mamba_ssm', **over).cuda()
+    fused.load_state_dict(ref.state_dict())
+    lp_ref, lp = ref.log_probs(x), fused.log_probs(x)
+    rel = ((lp - lp_ref).norm() / lp_ref.norm()).item()
+    assert rel <= 3e-3, rel
+    lp_ref[:, :-1].gather(2, x[:, 1:, None]).mean().backward()
+    lp[:, :-1].gather(2, x[:, 1:, None]).mean().backward()
+    for (name, a), b in zip(fused.named_parameters(), ref.parameters()):
+        r = ((a.grad - b.grad).norm() / b.grad.norm().clamp(min=1e-12)).item()
+        assert r <= 1e-2, (name, r)
