@@ -93,6 +93,11 @@ def test_mamba_ssm_model_matches_torch_backend(preset, over):
     assert rel <= 3e-3, rel
     lp_ref[:, :-1].gather(2, x[:, 1:, None]).mean().backward()
     lp[:, :-1].gather(2, x[:, 1:, None]).mean().backward()
+    # gradients: the whole vector within 1%, and each parameter within 1% of itself or 0.1% of the whole
+    # (a scalar like dt_bias sums thousands of terms that nearly cancel, so its own relative error is loose)
+    ga = torch.cat([p.grad.flatten() for p in fused.parameters()])
+    gb = torch.cat([p.grad.flatten() for p in ref.parameters()])
+    assert (ga - gb).norm() <= 1e-2 * gb.norm(), ((ga - gb).norm() / gb.norm()).item()
     for (name, a), b in zip(fused.named_parameters(), ref.parameters()):
-        r = ((a.grad - b.grad).norm() / b.grad.norm().clamp(min=1e-12)).item()
-        assert r <= 1e-2, (name, r)
+        err = (a.grad - b.grad).norm()
+        assert err <= 1e-2 * b.grad.norm() + 1e-3 * gb.norm(), (name, err.item(), b.grad.norm().item())
