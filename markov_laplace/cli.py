@@ -19,7 +19,7 @@ import torch
 from .bench import bench_data, machine_description
 from .chains import dirichlet_kernels, sample_chains
 from .estimators import bayes_risk_table, tracking_frame
-from .runs import save_figure, write_csv, write_json
+from .storage import save_figure, write_csv, write_json
 
 # %% ../nbs/99_cli.ipynb #04043437
 FLOOR_SETTINGS = [(k, 2, T) for T in (256, 512) for k in (1, 2, 3, 4)] + [(1, S, 1024) for S in (2, 4, 6, 8)]

@@ -6,7 +6,7 @@
 __all__ = ['MambaConfig', 'upcast', 'CausalConv', 'Mamba2Mixer', 'Mamba1Mixer', 'MLP', 'Block', 'MambaLM', 'init_mamba_',
            'step_log_probs']
 
-# %% ../nbs/03_mamba.ipynb #d0f15202
+# %% ../nbs/03_mamba.ipynb #37f66b5b
 import dataclasses
 import json
 import math
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .chains import _fail, check_tokens
 from .scan import check_backend, s6_scan, s6_step, ssd_scan, ssd_step
 
-# %% ../nbs/03_mamba.ipynb #f6cc9f96
+# %% ../nbs/03_mamba.ipynb #6d3f3770
 @dataclass
 class MambaConfig:
     vocab: int = 2 # S, alphabet size (3 for switching chains: 2 symbols + switch)
@@ -81,7 +81,7 @@ class MambaConfig:
     @classmethod
     def from_json(cls, s): return cls.from_dict(json.loads(s))
 
-# %% ../nbs/03_mamba.ipynb #120c181e
+# %% ../nbs/03_mamba.ipynb #8203f3bc
 def upcast(t):
     "Half-precision activations (bf16 autocast) to float32 for the output normalisation; others unchanged."
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
@@ -101,7 +101,7 @@ class CausalConv(nn.Module):
         y = (window * self.conv.weight[:, 0]).sum(-1)
         return (y + self.conv.bias if self.conv.bias is not None else y), window
 
-# %% ../nbs/03_mamba.ipynb #074b53b5
+# %% ../nbs/03_mamba.ipynb #f46f204e
 class Mamba2Mixer(nn.Module):
     "Mamba-2 mixer: one scalar decay per head, one group of B and C."
     def __init__(self, c: MambaConfig):
@@ -129,16 +129,18 @@ class Mamba2Mixer(nn.Module):
         if self.c.gating: y = y * _ACTS[self.c.act](z)
         return self.out_proj(y)
 
-    def forward(self, u): # (b, l, d_model) -> (b, l, d_model)
-        c, H = self.c, self.c.n_heads
+    def streams(self, u): # (b, l, d_model) -> z, x (b, l, H, P), B, C (b, l, N), dt (b, l, H)
+        "The mixer's inputs to the scan: gate, values, keys, queries and step sizes."
         z, xbc, dt = self._split(self.in_proj(u))
         if self.conv is not None:
             k = self.conv_channels
             xbc = torch.cat([self.conv(xbc[..., :k]), xbc[..., k:]], -1)
-        xbc = _ACTS[c.conv_act](xbc)
-        x, B, C = xbc.split(self.sizes[1:4], -1)
-        x = x.unflatten(-1, (H, -1))  # (b, l, H, P)
-        y = ssd_scan(x, dt, self.A(), B[:, :, None], C[:, :, None], backend=c.backend, chunk=c.chunk)
+        x, B, C = _ACTS[self.c.conv_act](xbc).split(self.sizes[1:4], -1)
+        return z, x.unflatten(-1, (self.c.n_heads, -1)), B, C, dt
+
+    def forward(self, u): # (b, l, d_model) -> (b, l, d_model)
+        z, x, B, C, dt = self.streams(u)
+        y = ssd_scan(x, dt, self.A(), B[:, :, None], C[:, :, None], backend=self.c.backend, chunk=self.c.chunk)
         return self._finish(y, x, z)
 
     def init_cache(self, b, device=None, dtype=None):
@@ -159,7 +161,7 @@ class Mamba2Mixer(nn.Module):
         y, cache['ssm'] = ssd_step(cache['ssm'], x, dt, self.A(), B[:, None], C[:, None])
         return self._finish(y, x, z)
 
-# %% ../nbs/03_mamba.ipynb #f271df6b
+# %% ../nbs/03_mamba.ipynb #21d1b64a
 class Mamba1Mixer(nn.Module):
     "Mamba-1 (S6) mixer: a diagonal decay per channel and state entry."
     def __init__(self, c: MambaConfig):
@@ -210,7 +212,7 @@ class Mamba1Mixer(nn.Module):
         y, cache['ssm'] = s6_step(cache['ssm'], x, dt, self.A(), B, C)
         return self._finish(y, x, z)
 
-# %% ../nbs/03_mamba.ipynb #7b1108cf
+# %% ../nbs/03_mamba.ipynb #c1da51ce
 class MLP(nn.Module):
     def __init__(self, d, kind='gated', act='silu'):
         super().__init__()
@@ -236,7 +238,7 @@ class Block(nn.Module):
         u = e + self.mixer.step(self.norm1(e), cache)
         return u + self.mlp(self.norm2(u)) if self.mlp is not None else u
 
-# %% ../nbs/03_mamba.ipynb #c7357c53
+# %% ../nbs/03_mamba.ipynb #632f41fc
 class MambaLM(nn.Module):
     "Mamba language model over `vocab` tokens; `log_probs(tokens) -> (B, T, vocab)`."
     def __init__(self, config: MambaConfig, generator: Optional[torch.Generator] = None):
@@ -277,7 +279,18 @@ class MambaLM(nn.Module):
 
     def n_params(self): return sum(p.numel() for p in self.parameters())
 
-# %% ../nbs/03_mamba.ipynb #beda00ff
+    @torch.no_grad()
+    def internals(self, tokens): # (B, T) -> one dict per layer
+        "What each Mamba-2 layer computes on `tokens`: decay `a` (B, T, H), step `dt`, keys `B` and queries `C` (B, T, N)."
+        if self.config.mixer != 'mamba2': _fail('mixer', "'mamba2' for internals", self.config.mixer)
+        out, h = [], self.embedding(tokens)
+        for blk in self.blocks:
+            z, x, B, C, dt = blk.mixer.streams(blk.norm1(h))
+            out.append(dict(a=torch.exp(dt * blk.mixer.A()), dt=dt, B=B, C=C))
+            h = blk(h)
+        return out
+
+# %% ../nbs/03_mamba.ipynb #ae92d76f
 def _inv_softplus(y): return y + torch.log(-torch.expm1(-y))
 
 def init_mamba_(model, generator=None, std=0.02):
@@ -309,7 +322,7 @@ def init_mamba_(model, generator=None, std=0.02):
                 if m.D is not None: m.D.fill_(1.0)
     return model
 
-# %% ../nbs/03_mamba.ipynb #6dd31a6c
+# %% ../nbs/03_mamba.ipynb #15401711
 def step_log_probs(model, tokens):
     "All rows of `log_probs`, computed one token at a time through `model.step`."
     cache = model.init_cache(tokens.shape[0])
