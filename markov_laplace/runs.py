@@ -6,7 +6,7 @@
 __all__ = ['TASK_KEYS', 'TRAIN_KEYS', 'RUN_DEFAULTS', 'TEMPLATE', 'repo_root', 'environment', 'run_experiment', 'split_params',
            'run_markov', 'run_name', 'grid_cells', 'run_sweep', 'run_sweep_parallel', 'collect', 'histories']
 
-# %% ../nbs/09_runs.ipynb #249c33df
+# %% ../nbs/09_runs.ipynb #fc732da2
 import itertools
 import json
 import os
@@ -27,7 +27,7 @@ from .models import PRESETS, build, model_config
 from .storage import save_torch, write_csv, write_json
 from .train import Evaluator, TaskConfig, TrainConfig, train
 
-# %% ../nbs/09_runs.ipynb #2462881d
+# %% ../nbs/09_runs.ipynb #901eb498
 def repo_root(start='.'):
     "The nearest folder at or above `start` holding settings.ini (the repository), else `start`."
     p = Path(start).resolve()
@@ -44,13 +44,13 @@ def environment(device):
     return dict(device=torch.cuda.get_device_name(device) if torch.device(device).type == 'cuda' else f'cpu ({platform.machine()})',
                 torch=torch.__version__, python=platform.python_version(), git_commit=_git_commit())
 
-# %% ../nbs/09_runs.ipynb #d1d4bdd0
+# %% ../nbs/09_runs.ipynb #5fbb937b
 def run_experiment(out, # the run directory
                    task, # TaskConfig
                    preset, # model preset name
                    model_overrides, # dict of model config fields
                    cfg, # TrainConfig
-                   *, progress=True,
+                   *, progress=True, callback=None, # passed to `train`
                   ): # the summary dict
     "Train one model into `out` (skipped when finished, resumed when interrupted) and write its results."
     out = Path(out)
@@ -62,7 +62,7 @@ def run_experiment(out, # the run directory
     if (out / 'summary.json').exists(): return json.loads((out / 'summary.json').read_text())
     write_json(out / 'config.json', config)
     t0 = time.perf_counter()
-    hist = train(model, task, cfg, run_dir=out, progress=progress)
+    hist = train(model, task, cfg, run_dir=out, progress=progress, callback=callback)
     write_csv(out / 'history.csv', hist)
     save_torch(out / 'model.pt', {k: v.cpu() for k, v in model.state_dict().items()})
     last = hist.iloc[-1]
@@ -75,7 +75,7 @@ def run_experiment(out, # the run directory
     (out / 'ckpt.pt').unlink(missing_ok=True)
     return summary
 
-# %% ../nbs/09_runs.ipynb #797914fd
+# %% ../nbs/09_runs.ipynb #4583776e
 TASK_KEYS = {f for f in TaskConfig.__dataclass_fields__}
 TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
 RUN_DEFAULTS = dict(preset='mamba', model_overrides={}, out_dir='runs/_scratch/markov')
@@ -95,7 +95,7 @@ def run_markov(progress=True, **params):
     task, preset, over, cfg, out = split_params(params)
     return run_experiment(out, task, preset, over, cfg, progress=progress)
 
-# %% ../nbs/09_runs.ipynb #8a8829fe
+# %% ../nbs/09_runs.ipynb #a3d5a013
 def _load_grid(path):
     text = Path(path).read_text()
     if str(path).endswith(('.yml', '.yaml')):
@@ -113,25 +113,41 @@ def run_name(cell, axes):
     name = '_'.join(_label(cell[k]) if isinstance(cell[k], dict) else f'{k}={_label(cell[k])}' for k in axes)
     return re.sub(r'[^A-Za-z0-9_.=-]+', '-', name) or 'run'
 
-def grid_cells(grid, root='runs'):
-    "The runs of a grid: a list of flat parameter dicts, each with its out_dir."
+def _expand_model(p):
+    "A `model` entry {'preset': ..., **fields} becomes `preset` and `model_overrides`."
+    if 'model' not in p: return p
+    m = dict(p.pop('model'))
+    p['preset'] = m.pop('preset', p.get('preset', RUN_DEFAULTS['preset']))
+    p['model_overrides'] = {**p.get('model_overrides', {}), **m}
+    return p
+
+def grid_cells(grid, # the grid dict
+               root='runs', # run directories go to root/<experiment>/<name>
+               scale=None, # a key of grid['scales']: its values override base, lists replace axes
+              ): # flat parameter dicts, each with its out_dir
+    "The runs of a grid: the cartesian product of its axes (then its explicit cells) over its base."
     exp = grid.get('experiment')
     if not exp: _fail('experiment', 'a name for runs/<experiment>/', exp)
-    base, axes = grid.get('base', {}), grid.get('axes', {})
+    base, axes = dict(grid.get('base', {})), dict(grid.get('axes', {}))
+    if scale is not None:
+        scales = grid.get('scales', {})
+        if scale not in scales: _fail('scale', ' | '.join(scales) or 'a key of the grid\'s scales', scale)
+        for k, v in scales[scale].items():
+            if k in axes: axes[k] = v if isinstance(v, list) else [v]
+            else: base[k] = v
     cells = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else [{}]
     cells += grid.get('cells', [])
-    keys = list(axes) + [k for c in grid.get('cells', []) for k in c if k not in axes]
-    keys = list(dict.fromkeys(keys))
+    keys = list(dict.fromkeys(list(axes) + [k for c in grid.get('cells', []) for k in c]))
     out = []
     for c in cells:
         p = {**base, **c}
         p['out_dir'] = str(Path(root) / exp / run_name({k: p.get(k) for k in keys}, keys))
-        out.append(p)
+        out.append(_expand_model(p))
     names = [p['out_dir'] for p in out]
     if len(set(names)) != len(names): _fail('grid', 'cells with distinct varying values', 'duplicate run names')
     return out
 
-# %% ../nbs/09_runs.ipynb #ba4ea4e9
+# %% ../nbs/09_runs.ipynb #d305a52b
 TEMPLATE = 'nbs/experiments/markov.ipynb'
 
 def _run_papermill(params, template, progress):
@@ -140,7 +156,7 @@ def _run_papermill(params, template, progress):
     out.mkdir(parents=True, exist_ok=True)
     root = repo_root()
     params = {**params, 'out_dir': str((root / out) if not out.is_absolute() else out)}
-    tmp = out / '.notebook.ipynb.tmp'
+    tmp = out / '.notebook.tmp.ipynb'
     pm.execute_notebook(str(root / template), str(tmp), parameters=params, cwd=str(root / Path(template).parent),
                         progress_bar=progress, kernel_name='python3')
     os.replace(tmp, out / 'notebook.ipynb')
@@ -150,13 +166,14 @@ def run_sweep(grid, # a grid dict, or the path of a JSON / YAML grid file
               *, engine='papermill', # 'papermill' | 'python'
               shard=(0, 1), # (i, n): run cells i, i+n, i+2n, ...
               root=None, # where runs/ is (default: the repository's)
+              scale=None, # a key of the grid's `scales` (e.g. 'cpu')
               template=TEMPLATE, progress=True,
              ): # [(cell, summary or {'error': ...})]
     "Run every unfinished cell of a grid, resumably, recording failures without stopping."
     if engine not in ('papermill', 'python'): _fail('engine', 'papermill | python', engine)
     grid = _load_grid(grid) if isinstance(grid, (str, Path)) else grid
     root = Path(root) if root is not None else repo_root() / 'runs'
-    cells = grid_cells(grid, root)[shard[0]::shard[1]]
+    cells = grid_cells(grid, root, scale)[shard[0]::shard[1]]
     results, failures = [], {}
     fail_path = root / grid['experiment'] / (f'failures-{shard[0]}of{shard[1]}.json' if shard[1] > 1 else 'failures.json')
     for cell in cells:
@@ -174,16 +191,24 @@ def run_sweep(grid, # a grid dict, or the path of a JSON / YAML grid file
     elif fail_path.exists(): fail_path.unlink()
     return results
 
-def run_sweep_parallel(grid, workers, engine='python'):
-    "One worker process per GPU (CUDA_VISIBLE_DEVICES), each taking every `workers`-th cell."
+def run_sweep_parallel(grids, # grid file paths; every worker takes its shard of each in turn
+                       workers, # number of worker processes
+                       engine='python', scale=None,
+                       gpus=None, # GPUs to spread the workers over (worker i on GPU i % gpus); None: CPU workers, 1 thread each
+                      ): # exit codes of the workers
+    "Split sweeps over worker processes: one per GPU, or several CPU workers of one thread each."
     procs = []
     for i in range(workers):
-        env = {**os.environ, 'CUDA_VISIBLE_DEVICES': str(i)}
-        cmd = [sys.executable, '-m', 'markov_laplace.cli', 'sweep', str(grid), '--engine', engine, '--shard', f'{i}/{workers}']
+        env = dict(os.environ)
+        if gpus: env['CUDA_VISIBLE_DEVICES'] = str(i % gpus)
+        else: env.update(CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+        cmd = [sys.executable, '-c', 'import sys; from markov_laplace.cli import main; sys.exit(main(sys.argv[1:]))',
+               'sweep', *map(str, grids), '--engine', engine, '--shard', f'{i}/{workers}', '--quiet']
+        if scale: cmd += ['--scale', scale]
         procs.append(subprocess.Popen(cmd, env=env))
     return [p.wait() for p in procs]
 
-# %% ../nbs/09_runs.ipynb #6acd943d
+# %% ../nbs/09_runs.ipynb #7fa7ee7c
 def _flat_config(cfg):
     out = dict(cfg['task']); out.update(cfg['train']); out['preset'] = cfg['preset']
     out.update({f'model.{k}': v for k, v in cfg['model'].items()})

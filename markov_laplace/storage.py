@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['atomic_write', 'write_text', 'write_json', 'write_csv', 'save_torch', 'save_figure']
 
-# %% ../nbs/07_storage.ipynb #f514582b
+# %% ../nbs/07_storage.ipynb #77d964bf
 import json
 import os
 import tempfile
@@ -13,7 +13,9 @@ from pathlib import Path
 
 import torch
 
-# %% ../nbs/07_storage.ipynb #79de1f6c
+# %% ../nbs/07_storage.ipynb #7107461c
+_UMASK = os.umask(0); os.umask(_UMASK)
+
 def atomic_write(path, # file to (over)write
                  write, # function that writes to an open binary file object
                 ):
@@ -22,6 +24,7 @@ def atomic_write(path, # file to (over)write
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are ordinary files
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush(); os.fsync(f.fileno())
