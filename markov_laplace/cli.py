@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FLOOR_SETTINGS', 'run_floors', 'quick_report', 'main']
 
-# %% ../nbs/99_cli.ipynb #6aa26fd3
+# %% ../nbs/99_cli.ipynb #c9cde6ba
 import argparse
 import json
 import sys
@@ -22,7 +22,7 @@ from .estimators import bayes_risk_table, tracking_frame
 from .runs import collect, repo_root, run_sweep, run_sweep_parallel
 from .storage import save_figure, write_csv, write_json
 
-# %% ../nbs/99_cli.ipynb #8c7a4a97
+# %% ../nbs/99_cli.ipynb #8d69fe54
 FLOOR_SETTINGS = [(k, 2, T) for T in (256, 512) for k in (1, 2, 3, 4)] + [(1, S, 1024) for S in (2, 4, 6, 8)]
 
 def run_floors(out='runs/floors', # output directory
@@ -50,7 +50,7 @@ def run_floors(out='runs/floors', # output directory
                                           torch=torch.__version__, device='cpu'))
     return table
 
-# %% ../nbs/99_cli.ipynb #6f4a4f52
+# %% ../nbs/99_cli.ipynb #d3f91073
 def quick_report(experiment='quick', root=None):
     "The table and figure of a finished quick sweep: gap, oracle gap and KL per model and order."
     import seaborn as sns
@@ -69,7 +69,7 @@ def quick_report(experiment='quick', root=None):
     plt.close(fig)
     return tab
 
-# %% ../nbs/99_cli.ipynb #55b73103
+# %% ../nbs/99_cli.ipynb #10d3da3e
 def _parser():
     p = argparse.ArgumentParser(prog='markov-laplace', description=__doc__)
     sub = p.add_subparsers(dest='command', required=True)
@@ -112,7 +112,7 @@ def main(argv=None):
     elif a.command == 'sweep':
         if a.workers > 1: return max(run_sweep_parallel(a.grids, a.workers, a.engine, a.scale, a.gpus))
         i, n = map(int, a.shard.split('/'))
-        results = [r for g in a.grids for r in run_sweep(g, engine=a.engine, shard=(i, n), scale=a.scale, progress=not a.quiet)]
+        results = run_sweep(a.grids, engine=a.engine, shard=(i, n), scale=a.scale, progress=not a.quiet)
         failed = [c['out_dir'] for c, r in results if 'error' in r]
         print(f'{len(results) - len(failed)} runs finished, {len(failed)} failed', *failed, sep='\n  ')
         return 1 if failed else 0

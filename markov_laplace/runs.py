@@ -6,7 +6,7 @@
 __all__ = ['TASK_KEYS', 'TRAIN_KEYS', 'RUN_DEFAULTS', 'TEMPLATE', 'repo_root', 'environment', 'run_experiment', 'split_params',
            'run_markov', 'run_name', 'grid_cells', 'run_sweep', 'run_sweep_parallel', 'collect', 'histories']
 
-# %% ../nbs/09_runs.ipynb #fc732da2
+# %% ../nbs/09_runs.ipynb #69788918
 import itertools
 import json
 import os
@@ -27,7 +27,7 @@ from .models import PRESETS, build, model_config
 from .storage import save_torch, write_csv, write_json
 from .train import Evaluator, TaskConfig, TrainConfig, train
 
-# %% ../nbs/09_runs.ipynb #901eb498
+# %% ../nbs/09_runs.ipynb #10f8cafb
 def repo_root(start='.'):
     "The nearest folder at or above `start` holding settings.ini (the repository), else `start`."
     p = Path(start).resolve()
@@ -44,7 +44,7 @@ def environment(device):
     return dict(device=torch.cuda.get_device_name(device) if torch.device(device).type == 'cuda' else f'cpu ({platform.machine()})',
                 torch=torch.__version__, python=platform.python_version(), git_commit=_git_commit())
 
-# %% ../nbs/09_runs.ipynb #5fbb937b
+# %% ../nbs/09_runs.ipynb #03dc5d51
 def run_experiment(out, # the run directory
                    task, # TaskConfig
                    preset, # model preset name
@@ -75,7 +75,7 @@ def run_experiment(out, # the run directory
     (out / 'ckpt.pt').unlink(missing_ok=True)
     return summary
 
-# %% ../nbs/09_runs.ipynb #4583776e
+# %% ../nbs/09_runs.ipynb #97d36f37
 TASK_KEYS = {f for f in TaskConfig.__dataclass_fields__}
 TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
 RUN_DEFAULTS = dict(preset='mamba', model_overrides={}, out_dir='runs/_scratch/markov')
@@ -95,7 +95,7 @@ def run_markov(progress=True, **params):
     task, preset, over, cfg, out = split_params(params)
     return run_experiment(out, task, preset, over, cfg, progress=progress)
 
-# %% ../nbs/09_runs.ipynb #a3d5a013
+# %% ../nbs/09_runs.ipynb #a0856abe
 def _load_grid(path):
     text = Path(path).read_text()
     if str(path).endswith(('.yml', '.yaml')):
@@ -147,7 +147,7 @@ def grid_cells(grid, # the grid dict
     if len(set(names)) != len(names): _fail('grid', 'cells with distinct varying values', 'duplicate run names')
     return out
 
-# %% ../nbs/09_runs.ipynb #d305a52b
+# %% ../nbs/09_runs.ipynb #0292eea3
 TEMPLATE = 'nbs/experiments/markov.ipynb'
 
 def _run_papermill(params, template, progress):
@@ -162,21 +162,21 @@ def _run_papermill(params, template, progress):
     os.replace(tmp, out / 'notebook.ipynb')
     return json.loads((out / 'summary.json').read_text())
 
-def run_sweep(grid, # a grid dict, or the path of a JSON / YAML grid file
+def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a list of them
               *, engine='papermill', # 'papermill' | 'python'
-              shard=(0, 1), # (i, n): run cells i, i+n, i+2n, ...
+              shard=(0, 1), # (i, n): run cells i, i+n, i+2n, ... of all the grids' cells together
               root=None, # where runs/ is (default: the repository's)
-              scale=None, # a key of the grid's `scales` (e.g. 'cpu')
+              scale=None, # a key of the grids' `scales` (e.g. 'cpu')
               template=TEMPLATE, progress=True,
              ): # [(cell, summary or {'error': ...})]
-    "Run every unfinished cell of a grid, resumably, recording failures without stopping."
+    "Run every unfinished cell of one or more grids, resumably, recording failures without stopping."
     if engine not in ('papermill', 'python'): _fail('engine', 'papermill | python', engine)
-    grid = _load_grid(grid) if isinstance(grid, (str, Path)) else grid
+    grids = grid if isinstance(grid, (list, tuple)) else [grid]
+    grids = [_load_grid(g) if isinstance(g, (str, Path)) else g for g in grids]
     root = Path(root) if root is not None else repo_root() / 'runs'
-    cells = grid_cells(grid, root, scale)[shard[0]::shard[1]]
+    cells = [(g['experiment'], c) for g in grids for c in grid_cells(g, root, scale if scale in g.get('scales', {}) else None)]
     results, failures = [], {}
-    fail_path = root / grid['experiment'] / (f'failures-{shard[0]}of{shard[1]}.json' if shard[1] > 1 else 'failures.json')
-    for cell in cells:
+    for exp, cell in cells[shard[0]::shard[1]]:
         done = Path(cell['out_dir']) / 'summary.json'
         try:
             if done.exists(): res = json.loads(done.read_text())
@@ -184,11 +184,13 @@ def run_sweep(grid, # a grid dict, or the path of a JSON / YAML grid file
             else: res = _run_papermill(cell, template, progress)
         except Exception as e:  # record and go on: one broken cell must not stop a sweep
             res = dict(error=f'{type(e).__name__}: {e}', traceback=traceback.format_exc())
-            failures[cell['out_dir']] = res
+            failures.setdefault(exp, {})[cell['out_dir']] = res
             print(f"FAILED {cell['out_dir']}: {res['error']}", file=sys.stderr)
         results.append((cell, res))
-    if failures: write_json(fail_path, failures)
-    elif fail_path.exists(): fail_path.unlink()
+    for exp in {e for e, _ in cells}:
+        path = root / exp / (f'failures-{shard[0]}of{shard[1]}.json' if shard[1] > 1 else 'failures.json')
+        if exp in failures: write_json(path, failures[exp])
+        elif path.exists(): path.unlink()
     return results
 
 def run_sweep_parallel(grids, # grid file paths; every worker takes its shard of each in turn
@@ -208,7 +210,7 @@ def run_sweep_parallel(grids, # grid file paths; every worker takes its shard of
         procs.append(subprocess.Popen(cmd, env=env))
     return [p.wait() for p in procs]
 
-# %% ../nbs/09_runs.ipynb #7fa7ee7c
+# %% ../nbs/09_runs.ipynb #481d4124
 def _flat_config(cfg):
     out = dict(cfg['task']); out.update(cfg['train']); out['preset'] = cfg['preset']
     out.update({f'model.{k}': v for k, v in cfg['model'].items()})
