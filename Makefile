@@ -17,7 +17,7 @@ $(STAMP): settings.ini setup.py
 
 ## make run: the main job on a small default that finishes on a CPU
 run: $(STAMP)
-	$(BIN)/markov-laplace run
+	$(BIN)/markov-laplace run --fresh
 
 ## make test: pytest on tests/, nbval on every notebook, and nbdev_export must leave the tree unchanged
 test: $(STAMP)
