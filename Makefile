@@ -51,3 +51,9 @@ docs: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+## make bench-gpu: on the GPU machine (no make or venv there: this target only runs the command;
+## see GPU.md for the setup). Times the samplers, add-β and the training step per backend on CUDA.
+bench-gpu:
+	. tools/gpu_env.sh; python3 -c "import sys; from markov_laplace.cli import main; sys.exit(main(sys.argv[1:]))" \
+	  bench --device cuda --repeat 50 --backends torch mamba_ssm

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FLOOR_SETTINGS', 'run_floors', 'retrain', 'quick_report', 'main']
 
-# %% ../nbs/99_cli.ipynb #cb286cdd
+# %% ../nbs/99_cli.ipynb #c6989214
 import argparse
 import json
 import sys
@@ -16,13 +16,13 @@ import matplotlib
 import pandas as pd
 import torch
 
-from .bench import bench_data, machine_description
+from .bench import bench_data, bench_model, machine_description
 from .chains import dirichlet_kernels, sample_chains
 from .estimators import bayes_risk_table, tracking_frame
 from .runs import collect, repo_root, run_sweep, run_sweep_parallel
 from .storage import save_figure, write_csv, write_json
 
-# %% ../nbs/99_cli.ipynb #9641a3b6
+# %% ../nbs/99_cli.ipynb #d1a8180f
 FLOOR_SETTINGS = [(k, 2, T) for T in (256, 512) for k in (1, 2, 3, 4)] + [(1, S, 1024) for S in (2, 4, 6, 8)]
 
 def run_floors(out='runs/floors', # output directory
@@ -50,7 +50,7 @@ def run_floors(out='runs/floors', # output directory
                                           torch=torch.__version__, device='cpu'))
     return table
 
-# %% ../nbs/99_cli.ipynb #6b33ac81
+# %% ../nbs/99_cli.ipynb #5316ffb9
 def retrain(grid):
     "Remove the finished runs of a grid, so that the next sweep trains them again (interrupted ones resume)."
     import shutil
@@ -76,7 +76,7 @@ def quick_report(experiment='quick', root=None):
     plt.close(fig)
     return tab
 
-# %% ../nbs/99_cli.ipynb #fe08890b
+# %% ../nbs/99_cli.ipynb #7575727b
 def _parser():
     p = argparse.ArgumentParser(prog='markov-laplace', description=__doc__)
     sub = p.add_subparsers(dest='command', required=True)
@@ -101,6 +101,7 @@ def _parser():
     m = sub.add_parser('bench', help='benchmark table of the samplers and estimators')
     m.add_argument('--repeat', type=int, default=30); m.add_argument('--device', default='cpu')
     m.add_argument('--out', default=None, help='also write the table as CSV here')
+    m.add_argument('--backends', nargs='+', default=['torch'], help="model backends to time: torch, mamba_ssm (CUDA)")
     return p
 
 _COLS = ['order', 'vocab', 'length', 'laplace_loss', 'oracle_loss', 'oracle_gap', 'oracle_gap_ci', 'paper_oracle_gap']
@@ -135,7 +136,7 @@ def main(argv=None):
         table = bayes_risk_table([(k, a.vocab, a.length) for k in a.order], a.beta, n_seqs=a.n_seqs, generator=g)
         print(table[_COLS].round(4).to_string(index=False))
     elif a.command == 'bench':
-        table = bench_data(a.repeat, a.device)
+        table = pd.concat([bench_data(a.repeat, a.device), bench_model(a.repeat, a.device, a.backends)], ignore_index=True)
         print(f'# {machine_description(a.device)}')
         print(table.round(3).to_string(index=False))
         if a.out: write_csv(a.out, table)
