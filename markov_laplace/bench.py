@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['time_ms', 'bench_data', 'machine_description', 'bench_model']
 
-# %% ../nbs/90_bench.ipynb #01b2d3fd
+# %% ../nbs/90_bench.ipynb #44af817f
 import platform
 import statistics
 import time
@@ -17,8 +17,9 @@ from .chains import dirichlet_kernels, sample_chains
 from .estimators import laplace_probs, position_nll
 from .models import build
 from .train import TaskConfig, TrainConfig, _autocast, make_optimizer, sample_task
+from .batched import BatchedTrainer
 
-# %% ../nbs/90_bench.ipynb #e2964938
+# %% ../nbs/90_bench.ipynb #c37940df
 def time_ms(fn, # the work to time, called with no arguments
             repeat=20, # timed calls; the median is reported
             warmup=3, # untimed calls first (allocations, caches, compilation)
@@ -34,7 +35,7 @@ def time_ms(fn, # the work to time, called with no arguments
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
-# %% ../nbs/90_bench.ipynb #60e39667
+# %% ../nbs/90_bench.ipynb #8325d713
 def bench_data(repeat=20, # timed calls per row
                device='cpu',
                seed=0,
@@ -59,15 +60,15 @@ def bench_data(repeat=20, # timed calls per row
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df
 
-# %% ../nbs/90_bench.ipynb #c9dd47f8
+# %% ../nbs/90_bench.ipynb #22e5872b
 def machine_description(device='cpu'):
     "A one-line description of where a benchmark ran."
     if torch.device(device).type == 'cuda': return torch.cuda.get_device_name(device)
     return f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}'
 
-# %% ../nbs/90_bench.ipynb #0b8d1893
-def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0):
-    "Milliseconds per forward+backward and per full training step (data included) of the main configuration."
+# %% ../nbs/90_bench.ipynb #7d508b8e
+def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=()):
+    "Milliseconds per forward+backward and per training step (data included) of the main configuration; `runs`: batch sizes R of batched runs."
     rows, x = [], None
     task = TaskConfig(order=1, length=512).validate()
     cfg = TrainConfig(batch=64, device=device).validate()
@@ -90,6 +91,11 @@ def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0):
             target = (40.0 if device == 'cpu' else None) if w == 4 else (None if device == 'cpu' else 1.5)
             rows.append(dict(benchmark=f'mamba {what} ({backend})', shape=f'd=N=8 expand 2 w={w} B=64 T=512',
                              ms=time_ms(fn, repeat, warmup=3, device=device), target_ms=target))
+    for R in runs:
+        trainer = BatchedTrainer([build('mamba', d_conv=5, seed=s) for s in range(R)], task, cfg, list(range(R)), data='joint')
+        ms = time_ms(trainer.step, repeat, warmup=3, device=device)
+        rows.append(dict(benchmark=f'mamba training step, {R} runs batched, per run (torch)', shape='d=N=8 expand 2 w=5 B=64 T=512',
+                         ms=ms / R, target_ms=None if device == 'cpu' else 0.2))
     df = pd.DataFrame(rows)
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FLOOR_SETTINGS', 'run_floors', 'retrain', 'quick_report', 'main']
 
-# %% ../nbs/99_cli.ipynb #c6989214
+# %% ../nbs/99_cli.ipynb #1a4918db
 import argparse
 import json
 import sys
@@ -22,7 +22,7 @@ from .estimators import bayes_risk_table, tracking_frame
 from .runs import collect, repo_root, run_sweep, run_sweep_parallel
 from .storage import save_figure, write_csv, write_json
 
-# %% ../nbs/99_cli.ipynb #d1a8180f
+# %% ../nbs/99_cli.ipynb #277cb7b7
 FLOOR_SETTINGS = [(k, 2, T) for T in (256, 512) for k in (1, 2, 3, 4)] + [(1, S, 1024) for S in (2, 4, 6, 8)]
 
 def run_floors(out='runs/floors', # output directory
@@ -50,7 +50,7 @@ def run_floors(out='runs/floors', # output directory
                                           torch=torch.__version__, device='cpu'))
     return table
 
-# %% ../nbs/99_cli.ipynb #5316ffb9
+# %% ../nbs/99_cli.ipynb #3f005a33
 def retrain(grid):
     "Remove the finished runs of a grid, so that the next sweep trains them again (interrupted ones resume)."
     import shutil
@@ -76,7 +76,7 @@ def quick_report(experiment='quick', root=None):
     plt.close(fig)
     return tab
 
-# %% ../nbs/99_cli.ipynb #7575727b
+# %% ../nbs/99_cli.ipynb #a81df0b0
 def _parser():
     p = argparse.ArgumentParser(prog='markov-laplace', description=__doc__)
     sub = p.add_subparsers(dest='command', required=True)
@@ -102,6 +102,7 @@ def _parser():
     m.add_argument('--repeat', type=int, default=30); m.add_argument('--device', default='cpu')
     m.add_argument('--out', default=None, help='also write the table as CSV here')
     m.add_argument('--backends', nargs='+', default=['torch'], help="model backends to time: torch, mamba_ssm (CUDA)")
+    m.add_argument('--runs', type=int, nargs='*', default=[], help='also time R runs batched in one step, for each R given')
     return p
 
 _COLS = ['order', 'vocab', 'length', 'laplace_loss', 'oracle_loss', 'oracle_gap', 'oracle_gap_ci', 'paper_oracle_gap']
@@ -136,7 +137,7 @@ def main(argv=None):
         table = bayes_risk_table([(k, a.vocab, a.length) for k in a.order], a.beta, n_seqs=a.n_seqs, generator=g)
         print(table[_COLS].round(4).to_string(index=False))
     elif a.command == 'bench':
-        table = pd.concat([bench_data(a.repeat, a.device), bench_model(a.repeat, a.device, a.backends)], ignore_index=True)
+        table = pd.concat([bench_data(a.repeat, a.device), bench_model(a.repeat, a.device, a.backends, runs=a.runs)], ignore_index=True)
         print(f'# {machine_description(a.device)}')
         print(table.round(3).to_string(index=False))
         if a.out: write_csv(a.out, table)

@@ -6,7 +6,7 @@
 __all__ = ['MambaConfig', 'upcast', 'CausalConv', 'Mamba2Mixer', 'Mamba1Mixer', 'MLP', 'Block', 'MambaLM', 'init_mamba_',
            'step_log_probs']
 
-# %% ../nbs/03_mamba.ipynb #37f66b5b
+# %% ../nbs/03_mamba.ipynb #adc03c60
 import dataclasses
 import json
 import math
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .chains import _fail, check_tokens
 from .scan import check_backend, s6_scan, s6_step, ssd_scan, ssd_step
 
-# %% ../nbs/03_mamba.ipynb #6d3f3770
+# %% ../nbs/03_mamba.ipynb #d85a02d8
 @dataclass
 class MambaConfig:
     vocab: int = 2 # S, alphabet size (3 for switching chains: 2 symbols + switch)
@@ -81,7 +81,7 @@ class MambaConfig:
     @classmethod
     def from_json(cls, s): return cls.from_dict(json.loads(s))
 
-# %% ../nbs/03_mamba.ipynb #8203f3bc
+# %% ../nbs/03_mamba.ipynb #12727811
 def upcast(t):
     "Half-precision activations (bf16 autocast) to float32 for the output normalisation; others unchanged."
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
@@ -101,7 +101,7 @@ class CausalConv(nn.Module):
         y = (window * self.conv.weight[:, 0]).sum(-1)
         return (y + self.conv.bias if self.conv.bias is not None else y), window
 
-# %% ../nbs/03_mamba.ipynb #f46f204e
+# %% ../nbs/03_mamba.ipynb #d2ea2228
 class Mamba2Mixer(nn.Module):
     "Mamba-2 mixer: one scalar decay per head, one group of B and C."
     def __init__(self, c: MambaConfig):
@@ -161,7 +161,7 @@ class Mamba2Mixer(nn.Module):
         y, cache['ssm'] = ssd_step(cache['ssm'], x, dt, self.A(), B[:, None], C[:, None])
         return self._finish(y, x, z)
 
-# %% ../nbs/03_mamba.ipynb #21d1b64a
+# %% ../nbs/03_mamba.ipynb #72ca3e1c
 class Mamba1Mixer(nn.Module):
     "Mamba-1 (S6) mixer: a diagonal decay per channel and state entry."
     def __init__(self, c: MambaConfig):
@@ -212,7 +212,7 @@ class Mamba1Mixer(nn.Module):
         y, cache['ssm'] = s6_step(cache['ssm'], x, dt, self.A(), B, C)
         return self._finish(y, x, z)
 
-# %% ../nbs/03_mamba.ipynb #c1da51ce
+# %% ../nbs/03_mamba.ipynb #097fe8c2
 class MLP(nn.Module):
     def __init__(self, d, kind='gated', act='silu'):
         super().__init__()
@@ -238,7 +238,7 @@ class Block(nn.Module):
         u = e + self.mixer.step(self.norm1(e), cache)
         return u + self.mlp(self.norm2(u)) if self.mlp is not None else u
 
-# %% ../nbs/03_mamba.ipynb #632f41fc
+# %% ../nbs/03_mamba.ipynb #3b71fa84
 class MambaLM(nn.Module):
     "Mamba language model over `vocab` tokens; `log_probs(tokens) -> (B, T, vocab)`."
     def __init__(self, config: MambaConfig, generator: Optional[torch.Generator] = None):
@@ -250,21 +250,21 @@ class MambaLM(nn.Module):
         self.head = nn.Linear(c.d_model, c.vocab, bias=False)
         init_mamba_(self, generator)
 
-    def logits(self, tokens): # (B, T) -> (B, T, vocab)
-        check_tokens(tokens, self.config.vocab)
-        check_backend(self.config.backend, tokens.device)
-        h = self.embedding(tokens)
-        for blk in self.blocks: h = blk(h)
-        return self.head(self.norm_f(h))
-
     def normalise(self, logits): # logits -> log-probabilities, by the configured head
         logits = upcast(logits)
         if self.config.head == 'softmax': return F.log_softmax(logits, -1)
         p = F.relu(logits) + self.config.l1_eps
         return torch.log(p / p.sum(-1, keepdim=True))
 
-    def log_probs(self, tokens): return self.normalise(self.logits(tokens))
-    def forward(self, tokens): return self.log_probs(tokens)
+    def log_probs(self, tokens): # (B, T) -> (B, T, vocab), after checking the tokens and the backend
+        check_tokens(tokens, self.config.vocab)
+        check_backend(self.config.backend, tokens.device)
+        return self(tokens)
+
+    def forward(self, tokens): # `log_probs` without the checks: the path for torch.func.vmap and compiled code
+        h = self.embedding(tokens)
+        for blk in self.blocks: h = blk(h)
+        return self.normalise(self.head(self.norm_f(h)))
 
     def init_cache(self, batch, device=None, dtype=None):
         "Recurrent state for `step`: a conv window and an SSM state per layer."
@@ -290,7 +290,7 @@ class MambaLM(nn.Module):
             h = blk(h)
         return out
 
-# %% ../nbs/03_mamba.ipynb #ae92d76f
+# %% ../nbs/03_mamba.ipynb #308a45a6
 def _inv_softplus(y): return y + torch.log(-torch.expm1(-y))
 
 def init_mamba_(model, generator=None, std=0.02):
@@ -322,7 +322,7 @@ def init_mamba_(model, generator=None, std=0.02):
                 if m.D is not None: m.D.fill_(1.0)
     return model
 
-# %% ../nbs/03_mamba.ipynb #15401711
+# %% ../nbs/03_mamba.ipynb #f99385a7
 def step_log_probs(model, tokens):
     "All rows of `log_probs`, computed one token at a time through `model.step`."
     cache = model.init_cache(tokens.shape[0])

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TransformerConfig', 'Attention', 'TransformerBlock', 'TransformerLM']
 
-# %% ../nbs/04_transformer.ipynb #b8e16ec1
+# %% ../nbs/04_transformer.ipynb #fe2528db
 import dataclasses
 import json
 import math
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .chains import _fail, check_tokens
 from .mamba import upcast
 
-# %% ../nbs/04_transformer.ipynb #25f4cbef
+# %% ../nbs/04_transformer.ipynb #82696959
 @dataclass
 class TransformerConfig:
     vocab: int = 2 # S
@@ -52,7 +52,7 @@ class TransformerConfig:
     @classmethod
     def from_json(cls, s): return cls.from_dict(json.loads(s))
 
-# %% ../nbs/04_transformer.ipynb #f1e180a5
+# %% ../nbs/04_transformer.ipynb #a7350b15
 class Attention(nn.Module):
     def __init__(self, c: TransformerConfig):
         super().__init__()
@@ -86,7 +86,7 @@ class TransformerBlock(nn.Module):
         h = h + self.attn(self.ln1(h))
         return h + self.mlp(self.ln2(h))
 
-# %% ../nbs/04_transformer.ipynb #024bca64
+# %% ../nbs/04_transformer.ipynb #b52dea95
 class TransformerLM(nn.Module):
     "GPT-2 style language model; `log_probs(tokens) -> (B, T, vocab)`."
     def __init__(self, config: TransformerConfig, generator: Optional[torch.Generator] = None):
@@ -111,13 +111,14 @@ class TransformerLM(nn.Module):
                 s = std / math.sqrt(2 * self.config.n_layers) if name.endswith(('out_proj.weight', 'mlp.2.weight')) else std
                 p.copy_(torch.randn(p.shape, generator=g) * s)
 
-    def log_probs(self, tokens): # (B, T) -> (B, T, vocab)
+    def log_probs(self, tokens): # (B, T) -> (B, T, vocab), after checking the tokens
         check_tokens(tokens, self.config.vocab)
-        T = tokens.shape[1]
+        return self(tokens)
+
+    def forward(self, tokens): # `log_probs` without the value checks: the path for torch.func.vmap
+        T = tokens.shape[-1]
         if T > self.config.max_len: _fail('tokens.shape[1]', f'<= max_len = {self.config.max_len}', T)
         h = self.embedding(tokens) + self.positions(torch.arange(T, device=tokens.device))
         for blk in self.blocks: h = blk(h)
         return F.log_softmax(upcast(self.head(self.norm_f(h))), -1)
-
-    def forward(self, tokens): return self.log_probs(tokens)
     def n_params(self): return sum(p.numel() for p in self.parameters())
