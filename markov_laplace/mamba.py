@@ -6,7 +6,7 @@
 __all__ = ['MambaConfig', 'upcast', 'CausalConv', 'Mamba2Mixer', 'Mamba1Mixer', 'MLP', 'Block', 'MambaLM', 'init_mamba_',
            'step_log_probs']
 
-# %% ../nbs/03_mamba.ipynb #adc03c60
+# %% ../nbs/03_mamba.ipynb #bea43af8
 import dataclasses
 import json
 import math
@@ -17,12 +17,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .chains import _fail, check_tokens
+from .chains import Config, _fail, check_tokens
 from .scan import check_backend, s6_scan, s6_step, ssd_scan, ssd_step
 
-# %% ../nbs/03_mamba.ipynb #d85a02d8
+# %% ../nbs/03_mamba.ipynb #84f2c6aa
 @dataclass
-class MambaConfig:
+class MambaConfig(Config):
     vocab: int = 2 # S, alphabet size (3 for switching chains: 2 symbols + switch)
     d_model: int = 8 # d
     d_state: int = 8 # N
@@ -70,18 +70,7 @@ class MambaConfig:
         if self.l1_eps < 0: _fail('l1_eps', 'a number >= 0', self.l1_eps)
         return self
 
-    def to_dict(self): return dataclasses.asdict(self)
-    def to_json(self): return json.dumps(self.to_dict(), sort_keys=True)
-    @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown: _fail('config keys', f'fields of {cls.__name__}', sorted(unknown))
-        return cls(**d).validate()
-    @classmethod
-    def from_json(cls, s): return cls.from_dict(json.loads(s))
-
-# %% ../nbs/03_mamba.ipynb #12727811
+# %% ../nbs/03_mamba.ipynb #8c9d729e
 def upcast(t):
     "Half-precision activations (bf16 autocast) to float32 for the output normalisation; others unchanged."
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
@@ -101,7 +90,7 @@ class CausalConv(nn.Module):
         y = (window * self.conv.weight[:, 0]).sum(-1)
         return (y + self.conv.bias if self.conv.bias is not None else y), window
 
-# %% ../nbs/03_mamba.ipynb #d2ea2228
+# %% ../nbs/03_mamba.ipynb #47e016eb
 class Mamba2Mixer(nn.Module):
     "Mamba-2 mixer: one scalar decay per head, one group of B and C."
     def __init__(self, c: MambaConfig):
@@ -161,7 +150,7 @@ class Mamba2Mixer(nn.Module):
         y, cache['ssm'] = ssd_step(cache['ssm'], x, dt, self.A(), B[:, None], C[:, None])
         return self._finish(y, x, z)
 
-# %% ../nbs/03_mamba.ipynb #72ca3e1c
+# %% ../nbs/03_mamba.ipynb #9fb7cbd7
 class Mamba1Mixer(nn.Module):
     "Mamba-1 (S6) mixer: a diagonal decay per channel and state entry."
     def __init__(self, c: MambaConfig):
@@ -212,7 +201,7 @@ class Mamba1Mixer(nn.Module):
         y, cache['ssm'] = s6_step(cache['ssm'], x, dt, self.A(), B, C)
         return self._finish(y, x, z)
 
-# %% ../nbs/03_mamba.ipynb #097fe8c2
+# %% ../nbs/03_mamba.ipynb #ac831aa7
 class MLP(nn.Module):
     def __init__(self, d, kind='gated', act='silu'):
         super().__init__()
@@ -238,7 +227,7 @@ class Block(nn.Module):
         u = e + self.mixer.step(self.norm1(e), cache)
         return u + self.mlp(self.norm2(u)) if self.mlp is not None else u
 
-# %% ../nbs/03_mamba.ipynb #3b71fa84
+# %% ../nbs/03_mamba.ipynb #b14bd218
 class MambaLM(nn.Module):
     "Mamba language model over `vocab` tokens; `log_probs(tokens) -> (B, T, vocab)`."
     def __init__(self, config: MambaConfig, generator: Optional[torch.Generator] = None):
@@ -290,7 +279,7 @@ class MambaLM(nn.Module):
             h = blk(h)
         return out
 
-# %% ../nbs/03_mamba.ipynb #308a45a6
+# %% ../nbs/03_mamba.ipynb #ac6b8205
 def _inv_softplus(y): return y + torch.log(-torch.expm1(-y))
 
 def init_mamba_(model, generator=None, std=0.02):
@@ -322,7 +311,7 @@ def init_mamba_(model, generator=None, std=0.02):
                 if m.D is not None: m.D.fill_(1.0)
     return model
 
-# %% ../nbs/03_mamba.ipynb #f99385a7
+# %% ../nbs/03_mamba.ipynb #743f5fef
 def step_log_probs(model, tokens):
     "All rows of `log_probs`, computed one token at a time through `model.step`."
     cache = model.init_cache(tokens.shape[0])

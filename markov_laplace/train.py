@@ -6,7 +6,7 @@
 __all__ = ['TaskConfig', 'Batch', 'sample_task', 'Evaluator', 'TrainConfig', 'lr_at', 'make_optimizer', 'train', 'tracking',
            'best_beta', 'decay_stats', 'key_query_products']
 
-# %% ../nbs/08_train.ipynb #fd4ec910
+# %% ../nbs/08_train.ipynb #f90dc257
 import dataclasses
 import json
 import math
@@ -20,13 +20,13 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .chains import (_fail, check_beta, check_order, check_p_switch, check_vocab, dirichlet_kernels,
+from .chains import (Config, _fail, check_beta, check_order, check_p_switch, check_vocab, dirichlet_kernels,
                                    holdout_kernels, sample_chains, sample_switching)
 from .estimators import (laplace_probs, oracle_probs, position_kl, position_nll, switching_laplace_probs,
                                        switching_oracle_probs)
 from .storage import save_torch, write_csv
 
-# %% ../nbs/08_train.ipynb #d368c084
+# %% ../nbs/08_train.ipynb #08d63a23
 def _flips(v, name):
     if v is None: return None
     v = tuple(v)
@@ -35,7 +35,7 @@ def _flips(v, name):
     return v
 
 @dataclass
-class TaskConfig:
+class TaskConfig(Config):
     order: int = 1 # k
     vocab: int = 2 # S, ordinary symbols
     length: int = 512 # T
@@ -58,14 +58,7 @@ class TaskConfig:
     @property
     def model_vocab(self): return self.vocab + 1 if self.switching else self.vocab
 
-    def to_dict(self): return dataclasses.asdict(self)
-    @classmethod
-    def from_dict(cls, d):
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown: _fail('task keys', f'fields of {cls.__name__}', sorted(unknown))
-        return cls(**d).validate()
-
-# %% ../nbs/08_train.ipynb #a658364e
+# %% ../nbs/08_train.ipynb #2d3d9f44
 class Batch(NamedTuple):
     tokens: torch.Tensor # (B, T)
     laplace: torch.Tensor # (B, T, V) add-β, the Bayes-optimal in-context predictor
@@ -86,7 +79,7 @@ def sample_task(task, n, *, generator=None, device=None, split='train', referenc
     if not references: return Batch(x, None, None)
     return Batch(x, laplace_probs(x, k, S, beta), oracle_probs(x, kernels))
 
-# %% ../nbs/08_train.ipynb #1ade5109
+# %% ../nbs/08_train.ipynb #68887beb
 class Evaluator:
     "A fixed evaluation set of a task, with its reference losses precomputed."
     def __init__(self, task, n=256, seed=12345, device='cpu', batch=256):
@@ -114,9 +107,9 @@ class Evaluator:
         return dict(loss=loss, laplace_loss=self.laplace_loss, oracle_loss=self.oracle_loss,
                     gap=loss - self.laplace_loss, oracle_gap=loss - self.oracle_loss, kl_laplace=kl)
 
-# %% ../nbs/08_train.ipynb #5c8e1338
+# %% ../nbs/08_train.ipynb #2ee54f47
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     steps: int = 8000
     batch: int = 64
     lr: float = 2e-3
@@ -145,14 +138,7 @@ class TrainConfig:
     def resolved_device(self):
         return ('cuda' if torch.cuda.is_available() else 'cpu') if self.device == 'auto' else self.device
 
-    def to_dict(self): return dataclasses.asdict(self)
-    @classmethod
-    def from_dict(cls, d):
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown: _fail('train keys', f'fields of {cls.__name__}', sorted(unknown))
-        return cls(**d).validate()
-
-# %% ../nbs/08_train.ipynb #5eee635a
+# %% ../nbs/08_train.ipynb #7ec3041d
 def lr_at(step, cfg):
     "Learning rate of optimizer step `step` (0-based) under the config's schedule."
     if cfg.schedule == 'constant': return cfg.lr
@@ -169,7 +155,7 @@ def make_optimizer(model, cfg):
               dict(params=[p for p in params if id(p) not in decay], weight_decay=0.0)]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=None)
 
-# %% ../nbs/08_train.ipynb #34487b0b
+# %% ../nbs/08_train.ipynb #fa7b35ed
 def _autocast(device, dtype):
     use = torch.device(device).type == 'cuda' and dtype in ('auto', 'bfloat16')
     return torch.autocast('cuda', dtype=torch.bfloat16, enabled=use)
@@ -226,7 +212,7 @@ def train(model, # any model with log_probs; moved to the config's device
     bar.close()
     return pd.DataFrame(history)
 
-# %% ../nbs/08_train.ipynb #1c3ade03
+# %% ../nbs/08_train.ipynb #033277f9
 @torch.no_grad()
 def tracking(model, task, seed=7, context=0, symbol=1):
     "Model vs add-β for P(symbol | current context = context) along one fixed test sequence (Fig 1a)."

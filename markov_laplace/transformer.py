@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TransformerConfig', 'Attention', 'TransformerBlock', 'TransformerLM']
 
-# %% ../nbs/04_transformer.ipynb #fe2528db
+# %% ../nbs/04_transformer.ipynb #8d46377d
 import dataclasses
 import json
 import math
@@ -16,12 +16,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .chains import _fail, check_tokens
+from .chains import Config, _fail, check_tokens
 from .mamba import upcast
 
-# %% ../nbs/04_transformer.ipynb #82696959
+# %% ../nbs/04_transformer.ipynb #e72824ba
 @dataclass
-class TransformerConfig:
+class TransformerConfig(Config):
     vocab: int = 2 # S
     d_model: int = 16 # width
     n_layers: int = 1
@@ -42,17 +42,7 @@ class TransformerConfig:
         if self.d_model % self.n_heads: _fail('n_heads', f'a divisor of d_model = {self.d_model}', self.n_heads)
         return self
 
-    def to_dict(self): return dataclasses.asdict(self)
-    def to_json(self): return json.dumps(self.to_dict(), sort_keys=True)
-    @classmethod
-    def from_dict(cls, d):
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown: _fail('config keys', f'fields of {cls.__name__}', sorted(unknown))
-        return cls(**d).validate()
-    @classmethod
-    def from_json(cls, s): return cls.from_dict(json.loads(s))
-
-# %% ../nbs/04_transformer.ipynb #a7350b15
+# %% ../nbs/04_transformer.ipynb #b081f961
 class Attention(nn.Module):
     def __init__(self, c: TransformerConfig):
         super().__init__()
@@ -86,7 +76,7 @@ class TransformerBlock(nn.Module):
         h = h + self.attn(self.ln1(h))
         return h + self.mlp(self.ln2(h))
 
-# %% ../nbs/04_transformer.ipynb #b52dea95
+# %% ../nbs/04_transformer.ipynb #cb1a246a
 class TransformerLM(nn.Module):
     "GPT-2 style language model; `log_probs(tokens) -> (B, T, vocab)`."
     def __init__(self, config: TransformerConfig, generator: Optional[torch.Generator] = None):
