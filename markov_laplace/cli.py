@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FLOOR_SETTINGS', 'run_floors', 'retrain', 'quick_report', 'main']
 
-# %% ../nbs/99_cli.ipynb #1a4918db
+# %% ../nbs/99_cli.ipynb #72b57ca0
 import argparse
 import json
 import sys
@@ -22,7 +22,7 @@ from .estimators import bayes_risk_table, tracking_frame
 from .runs import collect, repo_root, run_sweep, run_sweep_parallel
 from .storage import save_figure, write_csv, write_json
 
-# %% ../nbs/99_cli.ipynb #277cb7b7
+# %% ../nbs/99_cli.ipynb #1143a48f
 FLOOR_SETTINGS = [(k, 2, T) for T in (256, 512) for k in (1, 2, 3, 4)] + [(1, S, 1024) for S in (2, 4, 6, 8)]
 
 def run_floors(out='runs/floors', # output directory
@@ -50,7 +50,7 @@ def run_floors(out='runs/floors', # output directory
                                           torch=torch.__version__, device='cpu'))
     return table
 
-# %% ../nbs/99_cli.ipynb #3f005a33
+# %% ../nbs/99_cli.ipynb #f5574f3c
 def retrain(grid):
     "Remove the finished runs of a grid, so that the next sweep trains them again (interrupted ones resume)."
     import shutil
@@ -76,7 +76,7 @@ def quick_report(experiment='quick', root=None):
     plt.close(fig)
     return tab
 
-# %% ../nbs/99_cli.ipynb #a81df0b0
+# %% ../nbs/99_cli.ipynb #e9824139
 def _parser():
     p = argparse.ArgumentParser(prog='markov-laplace', description=__doc__)
     sub = p.add_subparsers(dest='command', required=True)
@@ -88,8 +88,9 @@ def _parser():
     s.add_argument('grids', nargs='+'); s.add_argument('--engine', default='papermill', choices=['papermill', 'python'])
     s.add_argument('--scale', default=None, help="a key of the grids' scales, e.g. cpu")
     s.add_argument('--shard', default='0/1', help='i/n: run cells i, i+n, ... of every grid')
-    s.add_argument('--workers', type=int, default=1, help='> 1: that many worker processes, each with its own shard')
-    s.add_argument('--gpus', type=int, default=0, help='with --workers: spread the workers over this many GPUs (0: CPU workers)')
+    s.add_argument('--workers', type=int, default=None,
+                   help='worker processes, each with its own shard (default: one per GPU when there are several, else 1)')
+    s.add_argument('--gpus', type=int, default=None, help='spread the workers over this many GPUs (default: all; 0: CPU workers)')
     s.add_argument('--quiet', action='store_true', help='no progress bars')
     f = sub.add_parser('floors', help='Bayes-risk table and tracking figure into runs/floors')
     f.add_argument('--out', default='runs/floors'); f.add_argument('--n-seqs', type=int, default=4096)
@@ -122,7 +123,9 @@ def main(argv=None):
         print(f'\nwrote runs/quick/ (results.csv, gap.png and one directory per run) in {time.perf_counter() - t0:.0f} s')
         if failed: print('FAILED:', *failed, sep='\n  '); return 1
     elif a.command == 'sweep':
-        if a.workers > 1: return max(run_sweep_parallel(a.grids, a.workers, a.engine, a.scale, a.gpus))
+        n_gpu = torch.cuda.device_count() if a.gpus is None else a.gpus
+        workers = a.workers if a.workers is not None else (n_gpu if n_gpu > 1 else 1)
+        if workers > 1: return max(run_sweep_parallel(a.grids, workers, a.engine, a.scale, n_gpu))
         i, n = map(int, a.shard.split('/'))
         results = run_sweep(a.grids, engine=a.engine, shard=(i, n), scale=a.scale, progress=not a.quiet)
         failed = [c['out_dir'] for c, r in results if 'error' in r]
