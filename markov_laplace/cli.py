@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FLOOR_SETTINGS', 'run_floors', 'retrain', 'quick_report', 'main']
 
-# %% ../nbs/99_cli.ipynb #72b57ca0
+# %% ../nbs/99_cli.ipynb #7cee9317
 import argparse
 import json
 import sys
@@ -22,7 +22,7 @@ from .estimators import bayes_risk_table, tracking_frame
 from .runs import collect, repo_root, run_sweep, run_sweep_parallel
 from .storage import save_figure, write_csv, write_json
 
-# %% ../nbs/99_cli.ipynb #1143a48f
+# %% ../nbs/99_cli.ipynb #ee2d001d
 FLOOR_SETTINGS = [(k, 2, T) for T in (256, 512) for k in (1, 2, 3, 4)] + [(1, S, 1024) for S in (2, 4, 6, 8)]
 
 def run_floors(out='runs/floors', # output directory
@@ -50,7 +50,7 @@ def run_floors(out='runs/floors', # output directory
                                           torch=torch.__version__, device='cpu'))
     return table
 
-# %% ../nbs/99_cli.ipynb #f5574f3c
+# %% ../nbs/99_cli.ipynb #85bae63c
 def retrain(grid):
     "Remove the finished runs of a grid, so that the next sweep trains them again (interrupted ones resume)."
     import shutil
@@ -76,7 +76,7 @@ def quick_report(experiment='quick', root=None):
     plt.close(fig)
     return tab
 
-# %% ../nbs/99_cli.ipynb #e9824139
+# %% ../nbs/99_cli.ipynb #97d6ba66
 def _parser():
     p = argparse.ArgumentParser(prog='markov-laplace', description=__doc__)
     sub = p.add_subparsers(dest='command', required=True)
@@ -91,6 +91,7 @@ def _parser():
     s.add_argument('--workers', type=int, default=None,
                    help='worker processes, each with its own shard (default: one per GPU when there are several, else 1)')
     s.add_argument('--gpus', type=int, default=None, help='spread the workers over this many GPUs (default: all; 0: CPU workers)')
+    s.add_argument('--batch-seeds', action='store_true', help='train runs that differ only in seed together (engine python)')
     s.add_argument('--quiet', action='store_true', help='no progress bars')
     f = sub.add_parser('floors', help='Bayes-risk table and tracking figure into runs/floors')
     f.add_argument('--out', default='runs/floors'); f.add_argument('--n-seqs', type=int, default=4096)
@@ -125,9 +126,10 @@ def main(argv=None):
     elif a.command == 'sweep':
         n_gpu = torch.cuda.device_count() if a.gpus is None else a.gpus
         workers = a.workers if a.workers is not None else (n_gpu if n_gpu > 1 else 1)
-        if workers > 1: return max(run_sweep_parallel(a.grids, workers, a.engine, a.scale, n_gpu))
+        if workers > 1: return max(run_sweep_parallel(a.grids, workers, a.engine, a.scale, n_gpu, a.batch_seeds))
         i, n = map(int, a.shard.split('/'))
-        results = run_sweep(a.grids, engine=a.engine, shard=(i, n), scale=a.scale, progress=not a.quiet)
+        results = run_sweep(a.grids, engine=a.engine, shard=(i, n), scale=a.scale, progress=not a.quiet,
+                            batch_seeds=a.batch_seeds)
         failed = [c['out_dir'] for c, r in results if 'error' in r]
         print(f'{len(results) - len(failed)} runs finished, {len(failed)} failed', *failed, sep='\n  ')
         return 1 if failed else 0

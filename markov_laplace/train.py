@@ -6,7 +6,7 @@
 __all__ = ['TaskConfig', 'Batch', 'sample_task', 'Evaluator', 'TrainConfig', 'lr_at', 'make_optimizer', 'train', 'tracking',
            'best_beta', 'decay_stats', 'key_query_products']
 
-# %% ../nbs/08_train.ipynb #f90dc257
+# %% ../nbs/08_train.ipynb #0f6583d4
 import dataclasses
 import json
 import math
@@ -26,7 +26,7 @@ from .estimators import (laplace_probs, oracle_probs, position_kl, position_nll,
                                        switching_oracle_probs)
 from .storage import save_torch, write_csv
 
-# %% ../nbs/08_train.ipynb #08d63a23
+# %% ../nbs/08_train.ipynb #1d3dfb40
 def _flips(v, name):
     if v is None: return None
     v = tuple(v)
@@ -58,7 +58,7 @@ class TaskConfig(Config):
     @property
     def model_vocab(self): return self.vocab + 1 if self.switching else self.vocab
 
-# %% ../nbs/08_train.ipynb #2d3d9f44
+# %% ../nbs/08_train.ipynb #7bf8c9f5
 class Batch(NamedTuple):
     tokens: torch.Tensor # (B, T)
     laplace: torch.Tensor # (B, T, V) add-β, the Bayes-optimal in-context predictor
@@ -79,7 +79,7 @@ def sample_task(task, n, *, generator=None, device=None, split='train', referenc
     if not references: return Batch(x, None, None)
     return Batch(x, laplace_probs(x, k, S, beta), oracle_probs(x, kernels))
 
-# %% ../nbs/08_train.ipynb #68887beb
+# %% ../nbs/08_train.ipynb #c4e79195
 class Evaluator:
     "A fixed evaluation set of a task, with its reference losses precomputed."
     def __init__(self, task, n=256, seed=12345, device='cpu', batch=256):
@@ -107,7 +107,7 @@ class Evaluator:
         return dict(loss=loss, laplace_loss=self.laplace_loss, oracle_loss=self.oracle_loss,
                     gap=loss - self.laplace_loss, oracle_gap=loss - self.oracle_loss, kl_laplace=kl)
 
-# %% ../nbs/08_train.ipynb #2ee54f47
+# %% ../nbs/08_train.ipynb #d3279939
 @dataclass
 class TrainConfig(Config):
     steps: int = 8000
@@ -138,7 +138,7 @@ class TrainConfig(Config):
     def resolved_device(self):
         return ('cuda' if torch.cuda.is_available() else 'cpu') if self.device == 'auto' else self.device
 
-# %% ../nbs/08_train.ipynb #7ec3041d
+# %% ../nbs/08_train.ipynb #af533756
 def lr_at(step, cfg):
     "Learning rate of optimizer step `step` (0-based) under the config's schedule."
     if cfg.schedule == 'constant': return cfg.lr
@@ -155,7 +155,7 @@ def make_optimizer(model, cfg):
               dict(params=[p for p in params if id(p) not in decay], weight_decay=0.0)]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=None)
 
-# %% ../nbs/08_train.ipynb #fa7b35ed
+# %% ../nbs/08_train.ipynb #6307885a
 def _autocast(device, dtype):
     use = torch.device(device).type == 'cuda' and dtype in ('auto', 'bfloat16')
     return torch.autocast('cuda', dtype=torch.bfloat16, enabled=use)
@@ -179,7 +179,7 @@ def train(model, # any model with log_probs; moved to the config's device
     if ckpt is not None and ckpt.exists():
         state = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(state['model']); opt.load_state_dict(state['optimizer'])
-        gen.set_state(state['generator'].to(gen.device) if gen.device.type == 'cpu' else state['generator'])
+        gen.set_state(state['generator'].cpu())  # generator states are CPU byte tensors, also for CUDA generators
         step, history = state['step'], state['history']
     def record(train_loss):
         history.append(dict(step=step, lr=lr_at(max(step - 1, 0), cfg), train_loss=train_loss, **ev(model)))
@@ -212,14 +212,13 @@ def train(model, # any model with log_probs; moved to the config's device
     bar.close()
     return pd.DataFrame(history)
 
-# %% ../nbs/08_train.ipynb #033277f9
+# %% ../nbs/08_train.ipynb #9055f1e8
 @torch.no_grad()
 def tracking(model, task, seed=7, context=0, symbol=1):
     "Model vs add-β for P(symbol | current context = context) along one fixed test sequence (Fig 1a)."
     b = sample_task(task, 1, generator=torch.Generator().manual_seed(seed), split='eval')
     dev = next(model.parameters()).device
     p_model = model.log_probs(b.tokens.to(dev)).exp().cpu()[0, :, symbol]
-    ctx = b.tokens[0] if task.order == 1 else None
     at = (b.tokens[0] == context).nonzero().squeeze(1) if task.order == 1 else torch.arange(b.tokens.shape[1])
     return pd.DataFrame({'t': at.tolist(), 'model': p_model[at].tolist(), 'add-β': b.laplace[0, at, symbol].tolist(),
                          'oracle': b.oracle[0, at, symbol].tolist()})
