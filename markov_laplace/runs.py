@@ -7,7 +7,7 @@ __all__ = ['METRICS', 'TASK_KEYS', 'TRAIN_KEYS', 'RUN_DEFAULTS', 'TEMPLATE', 're
            'write_results', 'run_experiment', 'split_params', 'run_markov', 'run_group', 'run_name', 'grid_cells',
            'run_sweep', 'run_sweep_parallel', 'collect', 'histories']
 
-# %% ../nbs/09_runs.ipynb #4e49ee2a
+# %% ../nbs/09_runs.ipynb #96cc913c
 import itertools
 import json
 import os
@@ -28,7 +28,7 @@ from .models import PRESETS, build, model_config
 from .storage import save_torch, write_csv, write_json
 from .train import Evaluator, TaskConfig, TrainConfig, train
 
-# %% ../nbs/09_runs.ipynb #33d01f43
+# %% ../nbs/09_runs.ipynb #3c9c9e8d
 def repo_root(start='.'):
     "The nearest folder at or above `start` holding settings.ini (the repository), else `start`."
     p = Path(start).resolve()
@@ -45,7 +45,7 @@ def environment(device):
     return dict(device=torch.cuda.get_device_name(device) if torch.device(device).type == 'cuda' else f'cpu ({platform.machine()})',
                 torch=torch.__version__, python=platform.python_version(), git_commit=_git_commit())
 
-# %% ../nbs/09_runs.ipynb #a6baeb3c
+# %% ../nbs/09_runs.ipynb #77abc6ea
 METRICS = ['loss', 'laplace_loss', 'oracle_loss', 'gap', 'oracle_gap', 'kl_laplace']
 
 def run_config(task, preset, model, cfg):
@@ -64,7 +64,7 @@ def write_results(out, model, hist, wall_s, device, **extra):
     write_json(out / 'summary.json', summary)
     return summary
 
-# %% ../nbs/09_runs.ipynb #be882c7f
+# %% ../nbs/09_runs.ipynb #4d798cc0
 def run_experiment(out, # the run directory
                    task, # TaskConfig
                    preset, # model preset name
@@ -87,7 +87,7 @@ def run_experiment(out, # the run directory
     (out / 'ckpt.pt').unlink(missing_ok=True)
     return summary
 
-# %% ../nbs/09_runs.ipynb #87fb0c91
+# %% ../nbs/09_runs.ipynb #fe49e788
 TASK_KEYS = {f for f in TaskConfig.__dataclass_fields__}
 TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
 RUN_DEFAULTS = dict(preset='mamba', model_overrides={}, out_dir='runs/_scratch/markov')
@@ -107,7 +107,7 @@ def run_markov(progress=True, **params):
     task, preset, over, cfg, out = split_params(params)
     return run_experiment(out, task, preset, over, cfg, progress=progress)
 
-# %% ../nbs/09_runs.ipynb #875a7f48
+# %% ../nbs/09_runs.ipynb #31348533
 def run_group(cells, progress=True):
     "Train cells that differ only in `seed` as one batched run; write every run directory; return their summaries."
     from markov_laplace.batched import train_batched  # lazily: batched builds on this module's neighbours
@@ -125,7 +125,7 @@ def run_group(cells, progress=True):
     return [write_results(p[4], m, h, wall / len(parts), cfg.resolved_device(), batched_with=names, batched_data='joint')
             for p, m, h in zip(parts, models, hists)]
 
-# %% ../nbs/09_runs.ipynb #3ed2e286
+# %% ../nbs/09_runs.ipynb #97836239
 def _load_grid(path):
     text = Path(path).read_text()
     if str(path).endswith(('.yml', '.yaml')):
@@ -153,7 +153,7 @@ def _expand_model(p):
 
 def grid_cells(grid, # the grid dict
                root='runs', # run directories go to root/<experiment>/<name>
-               scale=None, # a key of grid['scales']: its values override base, lists replace axes
+               scale=None, # a key of grid['scales']: its values override base, lists replace axes; runs go to root/scale/
               ): # flat parameter dicts, each with its out_dir
     "The runs of a grid: the cartesian product of its axes (then its explicit cells) over its base."
     exp = grid.get('experiment')
@@ -171,13 +171,13 @@ def grid_cells(grid, # the grid dict
     out = []
     for c in cells:
         p = {**base, **c}
-        p['out_dir'] = str(Path(root) / exp / run_name({k: p.get(k) for k in keys}, keys))
+        p['out_dir'] = str(Path(root) / (scale or '') / exp / run_name({k: p.get(k) for k in keys}, keys))
         out.append(_expand_model(p))
     names = [p['out_dir'] for p in out]
     if len(set(names)) != len(names): _fail('grid', 'cells with distinct varying values', 'duplicate run names')
     return out
 
-# %% ../nbs/09_runs.ipynb #21ffec18
+# %% ../nbs/09_runs.ipynb #d5bdf990
 TEMPLATE = 'nbs/experiments/markov.ipynb'
 
 def _run_papermill(params, template, progress):
@@ -232,9 +232,10 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
                 else: res = _run_papermill(cell, template, progress)
             except Exception as e: res = fail(exp, cell, e)
             results.append((cell, res))
-    for exp in {e for e, _ in cells}:
-        path = root / exp / (f'failures-{shard[0]}of{shard[1]}.json' if shard[1] > 1 else 'failures.json')
-        if exp in failures: write_json(path, failures[exp])
+    for exp_dir in {Path(c['out_dir']).parent for _, c in cells}:
+        path = exp_dir / (f'failures-{shard[0]}of{shard[1]}.json' if shard[1] > 1 else 'failures.json')
+        mine = {k: v for fs in failures.values() for k, v in fs.items() if Path(k).parent == exp_dir}
+        if mine: write_json(path, mine)
         elif path.exists(): path.unlink()
     return results
 
@@ -257,7 +258,7 @@ def run_sweep_parallel(grids, # grid file paths; every worker takes its shard of
         procs.append(subprocess.Popen(cmd, env=env))
     return [p.wait() for p in procs]
 
-# %% ../nbs/09_runs.ipynb #61000bd4
+# %% ../nbs/09_runs.ipynb #259e46c7
 def _flat_config(cfg):
     out = dict(cfg['task']); out.update(cfg['train']); out['preset'] = cfg['preset']
     out.update({f'model.{k}': v for k, v in cfg['model'].items()})
