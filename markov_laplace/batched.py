@@ -5,9 +5,7 @@
 # %% auto #0
 __all__ = ['BatchedTrainer', 'train_batched']
 
-# %% ../nbs/11_batched.ipynb #76b24979
-import math
-
+# %% ../nbs/11_batched.ipynb #9ad625bd
 import pandas as pd
 import torch
 import torch.nn as nn
@@ -16,9 +14,9 @@ from tqdm.auto import tqdm
 
 from .chains import _fail
 from .estimators import position_kl, position_nll
-from .train import Evaluator, TrainConfig, _autocast, lr_at, sample_task
+from .train import Evaluator, _autocast, lr_at, sample_task
 
-# %% ../nbs/11_batched.ipynb #bed56588
+# %% ../nbs/11_batched.ipynb #bad3e7bc
 def _decay_names(model):
     "Names of the parameters that get weight decay: the weights of nn.Linear layers (tied ones included), as `train`."
     ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
@@ -30,7 +28,7 @@ def _clip_per_run(grads, max_norm):
     coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
     return {k: g * coef.view(-1, *[1] * (g.dim() - 1)) for k, g in grads.items()}
 
-# %% ../nbs/11_batched.ipynb #0d8ed254
+# %% ../nbs/11_batched.ipynb #da305311
 class BatchedTrainer:
     "R runs of one architecture as one set of stacked parameters: `step()` trains all of them once."
     def __init__(self, models, # R models of one architecture (their initial weights differ by seed)
@@ -101,7 +99,7 @@ class BatchedTrainer:
             for n, p in m.named_parameters(): p.copy_(self.params[n][r])
         return self.models
 
-# %% ../nbs/11_batched.ipynb #35b603bb
+# %% ../nbs/11_batched.ipynb #733024cd
 def train_batched(models, task, cfg, seeds, *, data='joint', evaluator=None, progress=True):
     "Train R runs of the same shapes in one vmapped step; returns (R histories, R trained models)."
     tr = BatchedTrainer(models, task, cfg, seeds, data)

@@ -6,22 +6,20 @@
 __all__ = ['PAPER', 'label', 'experiment_root', 'results', 'scale_note', 'load_model', 'run_task', 'l1_to_laplace', 'heatmaps',
            'bars_vs_paper']
 
-# %% ../nbs/10_figures.ipynb #e43b258c
+# %% ../nbs/10_figures.ipynb #8ae5ad87
 import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import seaborn as sns
 import torch
 
-from .estimators import laplace_probs
 from .models import from_config
 from .runs import collect, repo_root
-from .train import Evaluator, TaskConfig
+from .train import TaskConfig
 
-# %% ../nbs/10_figures.ipynb #7262b7a1
+# %% ../nbs/10_figures.ipynb #2a9c709a
 PAPER = dict(
     fig1a={'mamba': 0.014, 'transformer-2': 0.040, 'transformer-1': 0.20}, # mean |P_model(1) - P_add1(1)| on one sequence
     fig1b={'mamba': [0.040, 0.024, 0.025, 0.029], 'transformer-1': [0.19, 0.19, 0.19, 0.19], # read ≈0.18–0.20
@@ -41,7 +39,7 @@ PAPER = dict(
     table3={10: (0.113, 0.032), 100: (0.158, 0.055)},
 )
 
-# %% ../nbs/10_figures.ipynb #3164f912
+# %% ../nbs/10_figures.ipynb #e32ae9d1
 def label(row):
     "preset, with the depth when it is not 1 (transformer-2 = a 2-layer transformer)."
     n = row.get('model.n_layers', 1)
@@ -82,7 +80,7 @@ def run_task(run_dir):
     "The TaskConfig of a run directory."
     return TaskConfig.from_dict(json.loads((Path(run_dir) / 'config.json').read_text())['task'])
 
-# %% ../nbs/10_figures.ipynb #99653cf5
+# %% ../nbs/10_figures.ipynb #5d959c75
 @torch.no_grad()
 def l1_to_laplace(model, evaluator):
     "Mean over positions of sum_j |P_model(j) - P_add-β(j)| on an evaluation set."
@@ -92,7 +90,7 @@ def l1_to_laplace(model, evaluator):
         tot, n = tot + d.double().sum().item(), n + d.numel()
     return tot / n
 
-# %% ../nbs/10_figures.ipynb #ce1921b0
+# %% ../nbs/10_figures.ipynb #12b87cfa
 def heatmaps(ours, paper, title, xlabel, ylabel, fmt='.3f'):
     "Ours and the paper's grid (two DataFrames with the same index and columns), side by side."
     vmax = np.nanmax([ours.to_numpy(dtype=float).max(), paper.to_numpy(dtype=float).max()])

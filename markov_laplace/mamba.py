@@ -6,11 +6,9 @@
 __all__ = ['MambaConfig', 'upcast', 'CausalConv', 'Mamba2Mixer', 'Mamba1Mixer', 'MLP', 'Block', 'MambaLM', 'init_mamba_',
            'step_log_probs']
 
-# %% ../nbs/03_mamba.ipynb #bea43af8
-import dataclasses
-import json
+# %% ../nbs/03_mamba.ipynb #62c4a466
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
@@ -20,7 +18,7 @@ import torch.nn.functional as F
 from .chains import Config, _fail, check_tokens
 from .scan import check_backend, s6_scan, s6_step, ssd_scan, ssd_step
 
-# %% ../nbs/03_mamba.ipynb #84f2c6aa
+# %% ../nbs/03_mamba.ipynb #45347f63
 @dataclass
 class MambaConfig(Config):
     vocab: int = 2 # S, alphabet size (3 for switching chains: 2 symbols + switch)
@@ -70,7 +68,7 @@ class MambaConfig(Config):
         if self.l1_eps < 0: _fail('l1_eps', 'a number >= 0', self.l1_eps)
         return self
 
-# %% ../nbs/03_mamba.ipynb #8c9d729e
+# %% ../nbs/03_mamba.ipynb #6402c8cd
 def upcast(t):
     "Half-precision activations (bf16 autocast) to float32 for the output normalisation; others unchanged."
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
@@ -90,7 +88,7 @@ class CausalConv(nn.Module):
         y = (window * self.conv.weight[:, 0]).sum(-1)
         return (y + self.conv.bias if self.conv.bias is not None else y), window
 
-# %% ../nbs/03_mamba.ipynb #47e016eb
+# %% ../nbs/03_mamba.ipynb #35a91c51
 class Mamba2Mixer(nn.Module):
     "Mamba-2 mixer: one scalar decay per head, one group of B and C."
     def __init__(self, c: MambaConfig):
@@ -150,7 +148,7 @@ class Mamba2Mixer(nn.Module):
         y, cache['ssm'] = ssd_step(cache['ssm'], x, dt, self.A(), B[:, None], C[:, None])
         return self._finish(y, x, z)
 
-# %% ../nbs/03_mamba.ipynb #9fb7cbd7
+# %% ../nbs/03_mamba.ipynb #97d4f20e
 class Mamba1Mixer(nn.Module):
     "Mamba-1 (S6) mixer: a diagonal decay per channel and state entry."
     def __init__(self, c: MambaConfig):
@@ -201,7 +199,7 @@ class Mamba1Mixer(nn.Module):
         y, cache['ssm'] = s6_step(cache['ssm'], x, dt, self.A(), B, C)
         return self._finish(y, x, z)
 
-# %% ../nbs/03_mamba.ipynb #ac831aa7
+# %% ../nbs/03_mamba.ipynb #935f653b
 class MLP(nn.Module):
     def __init__(self, d, kind='gated', act='silu'):
         super().__init__()
@@ -227,7 +225,7 @@ class Block(nn.Module):
         u = e + self.mixer.step(self.norm1(e), cache)
         return u + self.mlp(self.norm2(u)) if self.mlp is not None else u
 
-# %% ../nbs/03_mamba.ipynb #b14bd218
+# %% ../nbs/03_mamba.ipynb #bc83d03f
 class MambaLM(nn.Module):
     "Mamba language model over `vocab` tokens; `log_probs(tokens) -> (B, T, vocab)`."
     def __init__(self, config: MambaConfig, generator: Optional[torch.Generator] = None):
@@ -279,7 +277,7 @@ class MambaLM(nn.Module):
             h = blk(h)
         return out
 
-# %% ../nbs/03_mamba.ipynb #ac6b8205
+# %% ../nbs/03_mamba.ipynb #61e5b6e2
 def _inv_softplus(y): return y + torch.log(-torch.expm1(-y))
 
 def init_mamba_(model, generator=None, std=0.02):
@@ -311,7 +309,7 @@ def init_mamba_(model, generator=None, std=0.02):
                 if m.D is not None: m.D.fill_(1.0)
     return model
 
-# %% ../nbs/03_mamba.ipynb #743f5fef
+# %% ../nbs/03_mamba.ipynb #001426dd
 def step_log_probs(model, tokens):
     "All rows of `log_probs`, computed one token at a time through `model.step`."
     cache = model.init_cache(tokens.shape[0])

@@ -7,13 +7,12 @@ __all__ = ['METRICS', 'TASK_KEYS', 'TRAIN_KEYS', 'RUN_DEFAULTS', 'TEMPLATE', 're
            'write_results', 'run_experiment', 'split_params', 'run_markov', 'run_group', 'run_name', 'grid_cells',
            'run_sweep', 'run_sweep_parallel', 'collect', 'histories']
 
-# %% ../nbs/09_runs.ipynb #96cc913c
+# %% ../nbs/09_runs.ipynb #78160521
 import itertools
 import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -26,9 +25,9 @@ import torch
 from .chains import _fail
 from .models import PRESETS, build, model_config
 from .storage import save_torch, write_csv, write_json
-from .train import Evaluator, TaskConfig, TrainConfig, train
+from .train import TaskConfig, TrainConfig, train
 
-# %% ../nbs/09_runs.ipynb #3c9c9e8d
+# %% ../nbs/09_runs.ipynb #4945c9ab
 def repo_root(start='.'):
     "The nearest folder at or above `start` holding settings.ini (the repository), else `start`."
     p = Path(start).resolve()
@@ -45,7 +44,7 @@ def environment(device):
     return dict(device=torch.cuda.get_device_name(device) if torch.device(device).type == 'cuda' else f'cpu ({platform.machine()})',
                 torch=torch.__version__, python=platform.python_version(), git_commit=_git_commit())
 
-# %% ../nbs/09_runs.ipynb #77abc6ea
+# %% ../nbs/09_runs.ipynb #9cdf0d04
 METRICS = ['loss', 'laplace_loss', 'oracle_loss', 'gap', 'oracle_gap', 'kl_laplace']
 
 def run_config(task, preset, model, cfg):
@@ -64,7 +63,7 @@ def write_results(out, model, hist, wall_s, device, **extra):
     write_json(out / 'summary.json', summary)
     return summary
 
-# %% ../nbs/09_runs.ipynb #4d798cc0
+# %% ../nbs/09_runs.ipynb #87a82800
 def run_experiment(out, # the run directory
                    task, # TaskConfig
                    preset, # model preset name
@@ -87,7 +86,7 @@ def run_experiment(out, # the run directory
     (out / 'ckpt.pt').unlink(missing_ok=True)
     return summary
 
-# %% ../nbs/09_runs.ipynb #fe49e788
+# %% ../nbs/09_runs.ipynb #73dc3e82
 TASK_KEYS = {f for f in TaskConfig.__dataclass_fields__}
 TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
 RUN_DEFAULTS = dict(preset='mamba', model_overrides={}, out_dir='runs/_scratch/markov')
@@ -107,7 +106,7 @@ def run_markov(progress=True, **params):
     task, preset, over, cfg, out = split_params(params)
     return run_experiment(out, task, preset, over, cfg, progress=progress)
 
-# %% ../nbs/09_runs.ipynb #31348533
+# %% ../nbs/09_runs.ipynb #fc11f798
 def run_group(cells, progress=True):
     "Train cells that differ only in `seed` as one batched run; write every run directory; return their summaries."
     from markov_laplace.batched import train_batched  # lazily: batched builds on this module's neighbours
@@ -125,7 +124,7 @@ def run_group(cells, progress=True):
     return [write_results(p[4], m, h, wall / len(parts), cfg.resolved_device(), batched_with=names, batched_data='joint')
             for p, m, h in zip(parts, models, hists)]
 
-# %% ../nbs/09_runs.ipynb #97836239
+# %% ../nbs/09_runs.ipynb #4f2a8c27
 def _load_grid(path):
     text = Path(path).read_text()
     if str(path).endswith(('.yml', '.yaml')):
@@ -177,7 +176,7 @@ def grid_cells(grid, # the grid dict
     if len(set(names)) != len(names): _fail('grid', 'cells with distinct varying values', 'duplicate run names')
     return out
 
-# %% ../nbs/09_runs.ipynb #d5bdf990
+# %% ../nbs/09_runs.ipynb #cc83a06a
 TEMPLATE = 'nbs/experiments/markov.ipynb'
 
 def _run_papermill(params, template, progress):
@@ -258,7 +257,7 @@ def run_sweep_parallel(grids, # grid file paths; every worker takes its shard of
         procs.append(subprocess.Popen(cmd, env=env))
     return [p.wait() for p in procs]
 
-# %% ../nbs/09_runs.ipynb #259e46c7
+# %% ../nbs/09_runs.ipynb #04c3808a
 def _flat_config(cfg):
     out = dict(cfg['task']); out.update(cfg['train']); out['preset'] = cfg['preset']
     out.update({f'model.{k}': v for k, v in cfg['model'].items()})

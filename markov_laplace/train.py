@@ -6,11 +6,8 @@
 __all__ = ['TaskConfig', 'Batch', 'sample_task', 'Evaluator', 'TrainConfig', 'lr_at', 'make_optimizer', 'train', 'tracking',
            'best_beta', 'decay_stats', 'key_query_products']
 
-# %% ../nbs/08_train.ipynb #0f6583d4
-import dataclasses
-import json
+# %% ../nbs/08_train.ipynb #7580e274
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Optional, Tuple
@@ -24,9 +21,9 @@ from .chains import (Config, _fail, check_beta, check_order, check_p_switch, che
                                    holdout_kernels, sample_chains, sample_switching)
 from .estimators import (laplace_probs, oracle_probs, position_kl, position_nll, switching_laplace_probs,
                                        switching_oracle_probs)
-from .storage import save_torch, write_csv
+from .storage import save_torch
 
-# %% ../nbs/08_train.ipynb #1d3dfb40
+# %% ../nbs/08_train.ipynb #94870134
 def _flips(v, name):
     if v is None: return None
     v = tuple(v)
@@ -58,7 +55,7 @@ class TaskConfig(Config):
     @property
     def model_vocab(self): return self.vocab + 1 if self.switching else self.vocab
 
-# %% ../nbs/08_train.ipynb #7bf8c9f5
+# %% ../nbs/08_train.ipynb #2a4cd38d
 class Batch(NamedTuple):
     tokens: torch.Tensor # (B, T)
     laplace: torch.Tensor # (B, T, V) add-β, the Bayes-optimal in-context predictor
@@ -79,7 +76,7 @@ def sample_task(task, n, *, generator=None, device=None, split='train', referenc
     if not references: return Batch(x, None, None)
     return Batch(x, laplace_probs(x, k, S, beta), oracle_probs(x, kernels))
 
-# %% ../nbs/08_train.ipynb #c4e79195
+# %% ../nbs/08_train.ipynb #fd36703c
 class Evaluator:
     "A fixed evaluation set of a task, with its reference losses precomputed."
     def __init__(self, task, n=256, seed=12345, device='cpu', batch=256):
@@ -107,7 +104,7 @@ class Evaluator:
         return dict(loss=loss, laplace_loss=self.laplace_loss, oracle_loss=self.oracle_loss,
                     gap=loss - self.laplace_loss, oracle_gap=loss - self.oracle_loss, kl_laplace=kl)
 
-# %% ../nbs/08_train.ipynb #d3279939
+# %% ../nbs/08_train.ipynb #12828daa
 @dataclass
 class TrainConfig(Config):
     steps: int = 8000
@@ -138,7 +135,7 @@ class TrainConfig(Config):
     def resolved_device(self):
         return ('cuda' if torch.cuda.is_available() else 'cpu') if self.device == 'auto' else self.device
 
-# %% ../nbs/08_train.ipynb #af533756
+# %% ../nbs/08_train.ipynb #0da2c093
 def lr_at(step, cfg):
     "Learning rate of optimizer step `step` (0-based) under the config's schedule."
     if cfg.schedule == 'constant': return cfg.lr
@@ -155,7 +152,7 @@ def make_optimizer(model, cfg):
               dict(params=[p for p in params if id(p) not in decay], weight_decay=0.0)]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=None)
 
-# %% ../nbs/08_train.ipynb #6307885a
+# %% ../nbs/08_train.ipynb #b4251b7d
 def _autocast(device, dtype):
     use = torch.device(device).type == 'cuda' and dtype in ('auto', 'bfloat16')
     return torch.autocast('cuda', dtype=torch.bfloat16, enabled=use)
@@ -212,7 +209,7 @@ def train(model, # any model with log_probs; moved to the config's device
     bar.close()
     return pd.DataFrame(history)
 
-# %% ../nbs/08_train.ipynb #9055f1e8
+# %% ../nbs/08_train.ipynb #5f1cc44b
 @torch.no_grad()
 def tracking(model, task, seed=7, context=0, symbol=1):
     "Model vs add-β for P(symbol | current context = context) along one fixed test sequence (Fig 1a)."

@@ -5,9 +5,7 @@
 # %% auto #0
 __all__ = ['TransformerConfig', 'Attention', 'TransformerBlock', 'TransformerLM']
 
-# %% ../nbs/04_transformer.ipynb #8d46377d
-import dataclasses
-import json
+# %% ../nbs/04_transformer.ipynb #7d0d8f0f
 import math
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -19,7 +17,7 @@ import torch.nn.functional as F
 from .chains import Config, _fail, check_tokens
 from .mamba import upcast
 
-# %% ../nbs/04_transformer.ipynb #e72824ba
+# %% ../nbs/04_transformer.ipynb #76a24c9a
 @dataclass
 class TransformerConfig(Config):
     vocab: int = 2 # S
@@ -42,7 +40,7 @@ class TransformerConfig(Config):
         if self.d_model % self.n_heads: _fail('n_heads', f'a divisor of d_model = {self.d_model}', self.n_heads)
         return self
 
-# %% ../nbs/04_transformer.ipynb #b081f961
+# %% ../nbs/04_transformer.ipynb #d03508fa
 class Attention(nn.Module):
     def __init__(self, c: TransformerConfig):
         super().__init__()
@@ -76,7 +74,7 @@ class TransformerBlock(nn.Module):
         h = h + self.attn(self.ln1(h))
         return h + self.mlp(self.ln2(h))
 
-# %% ../nbs/04_transformer.ipynb #cb1a246a
+# %% ../nbs/04_transformer.ipynb #94ffb810
 class TransformerLM(nn.Module):
     "GPT-2 style language model; `log_probs(tokens) -> (B, T, vocab)`."
     def __init__(self, config: TransformerConfig, generator: Optional[torch.Generator] = None):
