@@ -5,30 +5,23 @@
 # %% auto #0
 __all__ = ['BatchedTrainer', 'train_batched']
 
-# %% ../nbs/11_batched.ipynb #9ad625bd
+# %% ../nbs/11_batched.ipynb #85b83647
 import pandas as pd
 import torch
-import torch.nn as nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from .chains import _fail
-from .estimators import position_kl, position_nll
-from .train import Evaluator, _autocast, lr_at, sample_task
+from .train import Evaluator, _autocast, adamw, decay_names, lr_at, sample_task
 
-# %% ../nbs/11_batched.ipynb #bad3e7bc
-def _decay_names(model):
-    "Names of the parameters that get weight decay: the weights of nn.Linear layers (tied ones included), as `train`."
-    ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
-    return {name for name, p in model.named_parameters() if id(p) in ids}
-
+# %% ../nbs/11_batched.ipynb #1c60b30b
 def _clip_per_run(grads, max_norm):
     "Scale each run's gradients (leading axis) so that its global norm is at most max_norm."
     sq = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())  # (R,)
     coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
     return {k: g * coef.view(-1, *[1] * (g.dim() - 1)) for k, g in grads.items()}
 
-# %% ../nbs/11_batched.ipynb #da305311
+# %% ../nbs/11_batched.ipynb #7ab41e2f
 class BatchedTrainer:
     "R runs of one architecture as one set of stacked parameters: `step()` trains all of them once."
     def __init__(self, models, # R models of one architecture (their initial weights differ by seed)
@@ -49,10 +42,7 @@ class BatchedTrainer:
             _fail('models', 'models of one architecture', [type(m).__name__ for m in self.models])
         params, self.buffers = stack_module_state(self.models)  # {name: (R, ...)}
         self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
-        decay = _decay_names(base)
-        self.opt = torch.optim.AdamW([dict(params=[self.params[n] for n in names if n in decay], weight_decay=cfg.weight_decay),
-                                      dict(params=[self.params[n] for n in names if n not in decay], weight_decay=0.0)],
-                                     lr=cfg.lr, betas=(0.9, 0.95))
+        self.opt = adamw(self.params, decay_names(base), cfg)  # one AdamW over stacked tensors = R independent ones
         self.gens = [torch.Generator(device=self.device).manual_seed(s + 1) for s in seeds]
         device, dtype = self.device, cfg.dtype
         def loss_fn(p, b, x):
@@ -84,14 +74,7 @@ class BatchedTrainer:
     @torch.no_grad()
     def evaluate(self, ev): # one metrics dict per run, as `Evaluator` gives for one model
         lps = [self._eval_fn(self.params, self.buffers, bt.tokens) for bt in ev.batches]  # each (R, B, T, V)
-        n = sum(bt.tokens.numel() - bt.tokens.shape[0] for bt in ev.batches)
-        out = []
-        for r in range(self.R):
-            loss = sum(position_nll(lp[r], bt.tokens).double().sum().item() for lp, bt in zip(lps, ev.batches)) / n
-            kl = sum(position_kl(bt.laplace.log(), lp[r]).double().sum().item() for lp, bt in zip(lps, ev.batches)) / n
-            out.append(dict(loss=loss, laplace_loss=ev.laplace_loss, oracle_loss=ev.oracle_loss,
-                            gap=loss - ev.laplace_loss, oracle_gap=loss - ev.oracle_loss, kl_laplace=kl))
-        return out
+        return [ev.metrics([lp[r] for lp in lps]) for r in range(self.R)]
 
     @torch.no_grad()
     def write_back(self): # the trained weights into the R models
@@ -99,7 +82,7 @@ class BatchedTrainer:
             for n, p in m.named_parameters(): p.copy_(self.params[n][r])
         return self.models
 
-# %% ../nbs/11_batched.ipynb #733024cd
+# %% ../nbs/11_batched.ipynb #4c09532c
 def train_batched(models, task, cfg, seeds, *, data='joint', evaluator=None, progress=True):
     "Train R runs of the same shapes in one vmapped step; returns (R histories, R trained models)."
     tr = BatchedTrainer(models, task, cfg, seeds, data)
