@@ -5,7 +5,9 @@
 # %% auto #0
 __all__ = ['BatchedTrainer', 'train_batched']
 
-# %% ../nbs/11_batched.ipynb #85b83647
+# %% ../nbs/11_batched.ipynb #b8b339dc
+import math
+
 import pandas as pd
 import torch
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
@@ -14,27 +16,40 @@ from tqdm.auto import tqdm
 from .chains import _fail
 from .train import Evaluator, _autocast, adamw, decay_names, lr_at, sample_task
 
-# %% ../nbs/11_batched.ipynb #1c60b30b
+# %% ../nbs/11_batched.ipynb #bcd6877a
 def _clip_per_run(grads, max_norm):
     "Scale each run's gradients (leading axis) so that its global norm is at most max_norm."
     sq = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())  # (R,)
     coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
     return {k: g * coef.view(-1, *[1] * (g.dim() - 1)) for k, g in grads.items()}
 
-# %% ../nbs/11_batched.ipynb #7ab41e2f
+# %% ../nbs/11_batched.ipynb #951f99e4
 class BatchedTrainer:
     "R runs of one architecture as one set of stacked parameters: `step()` trains all of them once."
     def __init__(self, models, # R models of one architecture (their initial weights differ by seed)
-                 task, # TaskConfig shared by the runs
+                 tasks, # one TaskConfig for all runs, or one per run (same length and model vocabulary)
                  cfg, # TrainConfig shared by the runs, except the seeds
                  seeds, # R data seeds (run r draws from torch.Generator(seed_r + 1), as `train` does)
-                 data='joint', # 'per_run': each run's own generator (reproduces `train`); 'joint': one draw for all
+                 data='per_run', # 'per_run': each run's own generator (prefetch=1 reproduces `train`); 'joint': one draw for all
+                 prefetch=1, # steps of data drawn at once
+                 graph='auto', # capture the step in a CUDA graph: True | False | 'auto' (on CUDA)
+                 warmup=3, # eager steps before the capture
                 ):
-        self.task, self.cfg = task.validate(), cfg.validate()
-        if data not in ('per_run', 'joint'): _fail('data', 'per_run | joint', data)
+        self.cfg = cfg = cfg.validate()
         R = len(models)
         if R < 1 or len(seeds) != R: _fail('seeds', f'one seed per model ({R})', seeds)
-        self.device, self.data, self.R = cfg.resolved_device(), data, R
+        tasks = [tasks] * R if not isinstance(tasks, (list, tuple)) else list(tasks)
+        if len(tasks) != R: _fail('tasks', f'one TaskConfig, or one per model ({R})', len(tasks))
+        self.tasks = [t.validate() for t in tasks]
+        if len({(t.length, t.model_vocab) for t in self.tasks}) != 1:
+            _fail('tasks', 'tasks of one length and one model vocabulary', sorted({(t.length, t.model_vocab) for t in self.tasks}))
+        if data not in ('per_run', 'joint'): _fail('data', 'per_run | joint', data)
+        if data == 'joint' and len(set(map(str, self.tasks))) > 1: _fail('data', "'per_run' when the runs' tasks differ", data)
+        if not (isinstance(prefetch, int) and prefetch >= 1): _fail('prefetch', 'an integer >= 1', prefetch)
+        if graph not in (True, False, 'auto'): _fail('graph', "True | False | 'auto'", graph)
+        self.device, self.data, self.R, self.prefetch = cfg.resolved_device(), data, R, prefetch
+        self.graph = torch.device(self.device).type == 'cuda' if graph == 'auto' else graph
+        if self.graph and torch.device(self.device).type != 'cuda': _fail('graph', "False (or 'auto') without a CUDA device", graph)
         self.models = [m.to(self.device) for m in models]
         self.base = base = self.models[0]
         names = [n for n, _ in base.named_parameters()]
@@ -42,7 +57,10 @@ class BatchedTrainer:
             _fail('models', 'models of one architecture', [type(m).__name__ for m in self.models])
         params, self.buffers = stack_module_state(self.models)  # {name: (R, ...)}
         self.params = {k: v.detach().requires_grad_() for k, v in params.items()}
-        self.opt = adamw(self.params, decay_names(base), cfg)  # one AdamW over stacked tensors = R independent ones
+        self.opt = adamw(self.params, decay_names(base), cfg, capturable=self.graph)  # one AdamW over stacked tensors = R independent ones
+        if self.graph:  # the learning rate as a tensor that a replay reads
+            self.lr = torch.tensor(cfg.lr, device=self.device)
+            for group in self.opt.param_groups: group['lr'] = self.lr
         self.gens = [torch.Generator(device=self.device).manual_seed(s + 1) for s in seeds]
         device, dtype = self.device, cfg.dtype
         def loss_fn(p, b, x):
@@ -50,31 +68,69 @@ class BatchedTrainer:
                 lp = functional_call(base, (p, b), (x,))
             return -lp.float()[:, :-1].gather(-1, x[:, 1:, None]).mean()  # position_nll's checks cannot run under vmap
         self._step_fn = vmap(grad_and_value(loss_fn), in_dims=(0, 0, 0))  # every run: gradient and loss on its own batch
-        self._eval_fn = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)).float(), in_dims=(0, 0, None))
-        self.n_steps = 0
+        self._eval_fn = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)).float(), in_dims=(0, 0, 0))
+        T = self.tasks[0].length
+        self.x = torch.zeros(R, cfg.batch, T, dtype=torch.long, device=self.device)  # the step's tokens
+        self.loss_sum = torch.zeros(R, device=self.device)  # training losses since the last `take_losses`
+        self.n_losses, self.n_steps, self.warmup, self._graph, self._queue = 0, 0, warmup, None, []
 
-    def batch(self): # (R, B, T) tokens
-        c, t = self.cfg, self.task
+    def _draw(self): # the next `prefetch` steps of data: (prefetch, R, B, T), compactly stored
+        c, K = self.cfg, self.prefetch
         if self.data == 'per_run':
-            return torch.stack([sample_task(t, c.batch, generator=g, device=self.device, references=False).tokens for g in self.gens])
-        return sample_task(t, self.R * c.batch, generator=self.gens[0], device=self.device, references=False).tokens.view(self.R, c.batch, -1)
+            xs = [sample_task(t, K * c.batch, generator=g, device=self.device, references=False).tokens.view(K, c.batch, -1)
+                  for t, g in zip(self.tasks, self.gens)]
+            xs = torch.stack(xs, 1)
+        else:
+            xs = sample_task(self.tasks[0], K * self.R * c.batch, generator=self.gens[0], device=self.device,
+                             references=False).tokens.view(K, self.R, c.batch, -1)
+        return xs.to(torch.uint8) if self.tasks[0].model_vocab <= 256 else xs
 
-    def step(self): # one optimizer step of every run; returns the R training losses
-        for group in self.opt.param_groups: group['lr'] = lr_at(self.n_steps, self.cfg)
-        grads, losses = self._step_fn(self.params, self.buffers, self.batch())  # {name: (R, ...)}, (R,)
-        if not torch.isfinite(losses).all():
-            bad = (~torch.isfinite(losses)).nonzero().flatten().tolist()
-            raise FloatingPointError(f'loss is not finite at step {self.n_steps} for runs {bad}')
+    def batch(self): # (R, B, T) tokens of the next step
+        if not self._queue: self._queue = list(self._draw().unbind(0))
+        return self._queue.pop(0)
+
+    def _compute(self): # the step itself: what a CUDA graph records
+        grads, losses = self._step_fn(self.params, self.buffers, self.x)  # {name: (R, ...)}, (R,)
         if self.cfg.clip: grads = _clip_per_run(grads, self.cfg.clip)
         for k, p in self.params.items(): p.grad = grads[k]
         self.opt.step()
-        self.n_steps += 1
-        return losses.detach()
+        self.loss_sum.add_(losses.detach())
+
+    def step(self): # one optimizer step of every run
+        self.x.copy_(self.batch())
+        lr = lr_at(self.n_steps, self.cfg)
+        if not self.graph:
+            for group in self.opt.param_groups: group['lr'] = lr
+            self._compute()
+        else:
+            self.lr.fill_(lr)
+            if self._graph is not None: self._graph.replay()
+            elif self.n_steps < self.warmup:  # eager, on a side stream, as capture requires
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side): self._compute()
+                torch.cuda.current_stream(self.device).wait_stream(side)
+            else:
+                self._graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self._graph): self._compute()  # recorded, not run
+                self._graph.replay()
+        self.n_steps += 1; self.n_losses += 1
+
+    def take_losses(self): # mean training loss of each run since the last call; raises on a non-finite one
+        mean = (self.loss_sum / max(self.n_losses, 1)).tolist()
+        self.loss_sum.zero_(); self.n_losses = 0
+        bad = [r for r, v in enumerate(mean) if not math.isfinite(v)]
+        if bad: raise FloatingPointError(f'loss is not finite before step {self.n_steps} for runs {bad}')
+        return mean
 
     @torch.no_grad()
-    def evaluate(self, ev): # one metrics dict per run, as `Evaluator` gives for one model
-        lps = [self._eval_fn(self.params, self.buffers, bt.tokens) for bt in ev.batches]  # each (R, B, T, V)
-        return [ev.metrics([lp[r] for lp in lps]) for r in range(self.R)]
+    def evaluate(self, evs): # one Evaluator per run (or one for all) -> one metrics dict per run
+        evs = [evs] * self.R if isinstance(evs, Evaluator) else list(evs)
+        out = []
+        for i in range(len(evs[0].batches)):
+            x = torch.stack([ev.batches[i].tokens for ev in evs])  # (R, n, T)
+            out.append(self._eval_fn(self.params, self.buffers, x))  # (R, n, T, V)
+        return [ev.metrics([lp[r] for lp in out]) for r, ev in enumerate(evs)]
 
     @torch.no_grad()
     def write_back(self): # the trained weights into the R models
@@ -82,20 +138,22 @@ class BatchedTrainer:
             for n, p in m.named_parameters(): p.copy_(self.params[n][r])
         return self.models
 
-# %% ../nbs/11_batched.ipynb #4c09532c
-def train_batched(models, task, cfg, seeds, *, data='joint', evaluator=None, progress=True):
-    "Train R runs of the same shapes in one vmapped step; returns (R histories, R trained models)."
-    tr = BatchedTrainer(models, task, cfg, seeds, data)
+# %% ../nbs/11_batched.ipynb #2ebec87a
+def train_batched(models, tasks, cfg, seeds, *, data='per_run', prefetch=1, graph='auto', evaluators=None, progress=True):
+    "Train R runs of the same shapes in one vmapped (and, on CUDA, graph-captured) step; returns (R histories, R trained models)."
+    tr = BatchedTrainer(models, tasks, cfg, seeds, data, prefetch, graph)
     cfg = tr.cfg
-    ev = evaluator or Evaluator(tr.task, cfg.eval_size, cfg.eval_seed, tr.device)
+    if evaluators is None:  # one evaluation set per distinct task, shared by its runs
+        cache = {}
+        for t in tr.tasks:
+            if t.to_json() not in cache: cache[t.to_json()] = Evaluator(t, cfg.eval_size, cfg.eval_seed, tr.device)
+        evaluators = [cache[t.to_json()] for t in tr.tasks]
     histories = [[] for _ in range(tr.R)]
     def record(step, train_losses):
-        for r, m in enumerate(tr.evaluate(ev)):
+        for r, m in enumerate(tr.evaluate(evaluators)):
             histories[r].append(dict(step=step, lr=lr_at(max(step - 1, 0), cfg), train_loss=train_losses[r], **m))
     record(0, [float('nan')] * tr.R)
-    running = []
     for step in tqdm(range(cfg.steps), disable=not progress, desc=f'train x{tr.R}', mininterval=1.0):
-        running.append(tr.step())
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            record(step + 1, torch.stack(running).mean(0).tolist()); running = []
+        tr.step()
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps: record(step + 1, tr.take_losses())
     return [pd.DataFrame(h) for h in histories], tr.write_back()

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['time_ms', 'bench_data', 'machine_description', 'bench_model']
 
-# %% ../nbs/90_bench.ipynb #44af817f
+# %% ../nbs/90_bench.ipynb #a768ef18
 import platform
 import statistics
 import time
@@ -15,11 +15,12 @@ import torch
 
 from .chains import dirichlet_kernels, sample_chains
 from .estimators import laplace_probs, position_nll
+from .mamba import cpu_fast_paths
 from .models import build
 from .train import TaskConfig, TrainConfig, _autocast, make_optimizer, sample_task
 from .batched import BatchedTrainer
 
-# %% ../nbs/90_bench.ipynb #c37940df
+# %% ../nbs/90_bench.ipynb #23c0108b
 def time_ms(fn, # the work to time, called with no arguments
             repeat=20, # timed calls; the median is reported
             warmup=3, # untimed calls first (allocations, caches, compilation)
@@ -35,7 +36,7 @@ def time_ms(fn, # the work to time, called with no arguments
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
-# %% ../nbs/90_bench.ipynb #8325d713
+# %% ../nbs/90_bench.ipynb #2baed9ed
 def bench_data(repeat=20, # timed calls per row
                device='cpu',
                seed=0,
@@ -60,19 +61,22 @@ def bench_data(repeat=20, # timed calls per row
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df
 
-# %% ../nbs/90_bench.ipynb #22e5872b
+# %% ../nbs/90_bench.ipynb #c3078344
 def machine_description(device='cpu'):
     "A one-line description of where a benchmark ran."
     if torch.device(device).type == 'cuda': return torch.cuda.get_device_name(device)
     return f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}'
 
-# %% ../nbs/90_bench.ipynb #7d508b8e
-def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=()):
+# %% ../nbs/90_bench.ipynb #608f543d
+def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=(), prefetch=50):
     "Milliseconds per forward+backward and per training step (data included) of the main configuration; `runs`: batch sizes R of batched runs."
     rows, x = [], None
     task = TaskConfig(order=1, length=512).validate()
     cfg = TrainConfig(batch=64, device=device).validate()
     g = torch.Generator(device=device).manual_seed(seed)
+    cuda = torch.device(device).type == 'cuda'
+    shape = lambda w: f'd=N=8 expand 2 w={w} B=64 T=512'
+    def add(what, w, ms, target): rows.append(dict(benchmark=what, shape=shape(w), ms=ms, target_ms=target))
     for backend in backends:
         for w, what in ((4, 'forward+backward'), (5, 'training step, data included')):
             m = build('mamba', d_conv=w, backend=backend, seed=seed).to(device)
@@ -87,15 +91,21 @@ def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=()):
                 loss = position_nll(lp.float(), xs).mean()
                 opt.zero_grad(set_to_none=True); loss.backward()
                 torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0); opt.step()
-            fn = fwd_bwd if w == 4 else train_step
-            target = (40.0 if device == 'cpu' else None) if w == 4 else (None if device == 'cpu' else 1.5)
-            rows.append(dict(benchmark=f'mamba {what} ({backend})', shape=f'd=N=8 expand 2 w={w} B=64 T=512',
-                             ms=time_ms(fn, repeat, warmup=3, device=device), target_ms=target))
-    for R in runs:
-        trainer = BatchedTrainer([build('mamba', d_conv=5, seed=s) for s in range(R)], task, cfg, list(range(R)), data='joint')
-        ms = time_ms(trainer.step, repeat, warmup=3, device=device)
-        rows.append(dict(benchmark=f'mamba training step, {R} runs batched, per run (torch)', shape='d=N=8 expand 2 w=5 B=64 T=512',
-                         ms=ms / R, target_ms=None if device == 'cpu' else 0.2))
+            if w == 4:
+                add(f'mamba forward+backward ({backend})', w, time_ms(fwd_bwd, repeat, 3, device), None if cuda else 40.0)
+                if not cuda and backend == 'torch':  # the same model on PyTorch's own operations: what the fast paths gain
+                    before = cpu_fast_paths(False)
+                    try: add('mamba forward+backward (torch, reference ops)', w, time_ms(fwd_bwd, repeat, 3, device), None)
+                    finally: cpu_fast_paths(before)
+            else:
+                add(f'mamba training step, data included, eager ({backend})', w, time_ms(train_step, repeat, 3, device), None)
+    steps = max(prefetch, 10)  # timed in blocks of whole prefetch periods: the sampler calls are included
+    for R in ((1, *runs) if cuda else runs):
+        tr = BatchedTrainer([build('mamba', d_conv=5, seed=s) for s in range(R)], task, cfg, list(range(R)), prefetch=prefetch)
+        ms = time_ms(lambda: [tr.step() for _ in range(steps)], max(2, repeat // 10), 1, device) / steps / R
+        how = ('CUDA graph' if tr.graph else 'eager') + f', prefetch {prefetch}'
+        what = 'mamba training step, single run' if R == 1 else f'mamba training step, {R} runs batched, per run'
+        add(f'{what} ({how}, torch)', 5, ms, (1.5 if R == 1 else 0.2) if cuda else None)
     df = pd.DataFrame(rows)
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FLOOR_SETTINGS', 'run_floors', 'retrain', 'quick_report', 'main']
 
-# %% ../nbs/99_cli.ipynb #0d4e7f2f
+# %% ../nbs/99_cli.ipynb #49e49038
 import argparse
 import time
 from pathlib import Path
@@ -20,7 +20,7 @@ from .estimators import bayes_risk_table, tracking_frame
 from .runs import collect, repo_root, run_sweep, run_sweep_parallel
 from .storage import save_figure, write_csv, write_json
 
-# %% ../nbs/99_cli.ipynb #db676288
+# %% ../nbs/99_cli.ipynb #702bcf14
 FLOOR_SETTINGS = [(k, 2, T) for T in (256, 512) for k in (1, 2, 3, 4)] + [(1, S, 1024) for S in (2, 4, 6, 8)]
 
 def run_floors(out='runs/floors', # output directory
@@ -48,7 +48,7 @@ def run_floors(out='runs/floors', # output directory
                                           torch=torch.__version__, device='cpu'))
     return table
 
-# %% ../nbs/99_cli.ipynb #5fd20ed9
+# %% ../nbs/99_cli.ipynb #ece12a4e
 def retrain(grid):
     "Remove the finished runs of a grid, so that the next sweep trains them again (interrupted ones resume)."
     import shutil
@@ -74,7 +74,7 @@ def quick_report(experiment='quick', root=None):
     plt.close(fig)
     return tab
 
-# %% ../nbs/99_cli.ipynb #63c3b012
+# %% ../nbs/99_cli.ipynb #f5dd8c31
 def _parser():
     p = argparse.ArgumentParser(prog='markov-laplace', description=__doc__)
     sub = p.add_subparsers(dest='command', required=True)
@@ -89,7 +89,11 @@ def _parser():
     s.add_argument('--workers', type=int, default=None,
                    help='worker processes, each with its own shard (default: one per GPU when there are several, else 1)')
     s.add_argument('--gpus', type=int, default=None, help='spread the workers over this many GPUs (default: all; 0: CPU workers)')
-    s.add_argument('--batch-seeds', action='store_true', help='train runs that differ only in seed together (engine python)')
+    s.add_argument('--batch', choices=['seeds', 'runs'], default=None,
+                   help='train runs that differ only in seed (seeds) or in seed and order (runs) in one batched step')
+    s.add_argument('--batch-seeds', dest='batch', action='store_const', const='seeds', help='the same as --batch seeds')
+    s.add_argument('--prefetch', type=int, default=1, help='batched runs: steps of data drawn at once (1: the data of separate runs)')
+    s.add_argument('--max-batch', type=int, default=64, help='batched runs: at most this many runs in one step')
     s.add_argument('--quiet', action='store_true', help='no progress bars')
     f = sub.add_parser('floors', help='Bayes-risk table and tracking figure into runs/floors')
     f.add_argument('--out', default='runs/floors'); f.add_argument('--n-seqs', type=int, default=4096)
@@ -124,10 +128,10 @@ def main(argv=None):
     elif a.command == 'sweep':
         n_gpu = torch.cuda.device_count() if a.gpus is None else a.gpus
         workers = a.workers if a.workers is not None else (n_gpu if n_gpu > 1 else 1)
-        if workers > 1: return max(run_sweep_parallel(a.grids, workers, a.engine, a.scale, n_gpu, a.batch_seeds))
+        if workers > 1: return max(run_sweep_parallel(a.grids, workers, a.engine, a.scale, n_gpu, a.batch, a.prefetch))
         i, n = map(int, a.shard.split('/'))
         results = run_sweep(a.grids, engine=a.engine, shard=(i, n), scale=a.scale, progress=not a.quiet,
-                            batch_seeds=a.batch_seeds)
+                            batch=a.batch, prefetch=a.prefetch, max_batch=a.max_batch)
         failed = [c['out_dir'] for c, r in results if 'error' in r]
         print(f'{len(results) - len(failed)} runs finished, {len(failed)} failed', *failed, sep='\n  ')
         return 1 if failed else 0

@@ -6,7 +6,7 @@
 __all__ = ['BACKENDS', 'ssd_step', 'ssd_sequential', 'ssd_chunked', 's6_step', 's6_sequential', 's6_chunked', 'check_backend',
            'ssd_scan', 's6_scan']
 
-# %% ../nbs/02_scan.ipynb #b3ce1c62
+# %% ../nbs/02_scan.ipynb #92005762
 import importlib
 
 import torch
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .chains import _fail
 
-# %% ../nbs/02_scan.ipynb #8a19e534
+# %% ../nbs/02_scan.ipynb #587f1a73
 def _heads(M, h):
     "Broadcast a (b, l, g, n) group tensor to (b, l, h, n)."
     return M.repeat_interleave(h // M.shape[2], dim=2)
@@ -40,13 +40,16 @@ def ssd_sequential(x, dt, A, B, C, initial_state=None, return_state=False):
     y = torch.stack(ys, 1)
     return (y, state) if return_state else y
 
-# %% ../nbs/02_scan.ipynb #cdda2995
-def _segsum_decay(log_a):
+# %% ../nbs/02_scan.ipynb #980ae9ac
+def _segsum_decay(log_a, exact=False):
     "(..., Q) log decays -> (..., Q, Q) with [i, j] = exp(sum log_a[j+1..i]) for i >= j, else 0."
     Q = log_a.shape[-1]
+    mask = torch.ones(Q, Q, dtype=torch.bool, device=log_a.device).tril()
+    if exact:  # each sum added up on its own: no cancellation between long cumulative sums
+        terms = log_a[..., :, None].expand(*log_a.shape, Q).masked_fill(~mask.tril(-1), 0)
+        return torch.exp(terms.cumsum(-2).masked_fill(~mask, float('-inf')))
     cum = log_a.cumsum(-1)
     diff = cum[..., :, None] - cum[..., None, :]
-    mask = torch.ones(Q, Q, dtype=torch.bool, device=log_a.device).tril()
     return torch.exp(diff.masked_fill(~mask, float('-inf')))
 
 def ssd_chunked(x, dt, A, B, C, chunk=64, initial_state=None, return_state=False):
@@ -60,27 +63,27 @@ def ssd_chunked(x, dt, A, B, C, chunk=64, initial_state=None, return_state=False
         B, C = F.pad(B, (0, 0, 0, 0, 0, pad)), F.pad(C, (0, 0, 0, 0, 0, pad))
     c = (l + pad) // Q
     xs = (x * dt[..., None]).view(b, c, Q, h, p)  # (b, c, Q, h, p)  Δ-scaled inputs
-    Bh, Ch = _heads(B, h).view(b, c, Q, h, n), _heads(C, h).view(b, c, Q, h, n)
-    log_a = (dt * A).view(b, c, Q, h).transpose(2, 3)  # (b, c, h, Q)
+    Bh, Ch = _heads(B, h).reshape(b, c, Q, h, n), _heads(C, h).reshape(b, c, Q, h, n)
+    log_a = (dt * A).reshape(b, c, Q, h).transpose(2, 3)  # (b, c, h, Q)
     cum = log_a.cumsum(-1)  # (b, c, h, Q)
     # inside each chunk: y_i = sum_{j<=i} (c_i . b_j) decay(i, j) x_j
     scores = torch.einsum('bcihn,bcjhn->bchij', Ch, Bh) * _segsum_decay(log_a)  # (b, c, h, Q, Q)
     y = torch.einsum('bchij,bcjhp->bcihp', scores, xs)
     # the state each chunk adds at its end, then carried from chunk to chunk
     to_end = torch.exp(cum[..., -1:] - cum)  # (b, c, h, Q)
-    chunk_states = torch.einsum('bcjhn,bchj,bcjhp->bchpn', Bh, to_end, xs)  # (b, c, h, p, n)
-    chunk_decay = torch.exp(cum[..., -1])  # (b, c, h)
+    chunk_states = torch.einsum('bcjhn,bcjhp->bchpn', Bh * to_end.transpose(2, 3)[..., None], xs)  # (b, c, h, p, n)
+    # between chunks the same masked product, one level up: the chunk totals (after the initial state)
+    # decayed by whole chunks; no Python loop over chunks
     state = x.new_zeros(b, h, p, n) if initial_state is None else initial_state
-    before = []
-    for k in range(c):
-        before.append(state)
-        state = chunk_decay[:, k, :, None, None] * state + chunk_states[:, k]
-    before = torch.stack(before, 1)  # (b, c, h, p, n) the state entering each chunk
-    y = y + torch.einsum('bcihn,bchpn,bchi->bcihp', Ch, before, torch.exp(cum))
+    totals = torch.cat([state[:, None].to(chunk_states.dtype), chunk_states], 1)  # (b, c+1, h, p, n)
+    chunk_log_a = F.pad(cum[..., -1].transpose(1, 2), (1, 0))  # (b, h, c+1): a zero, then each chunk's log decay
+    states = torch.einsum('bhij,bjhpn->bihpn', _segsum_decay(chunk_log_a, exact=True), totals)  # (b, c+1, h, p, n)
+    before, state = states[:, :-1], states[:, -1]  # the state entering each chunk; the final state
+    y = y + torch.einsum('bcihn,bchpn->bcihp', Ch * torch.exp(cum).transpose(2, 3)[..., None], before)
     y = y.reshape(b, c * Q, h, p)[:, :l]
     return (y, state) if return_state else y
 
-# %% ../nbs/02_scan.ipynb #80498ec1
+# %% ../nbs/02_scan.ipynb #e8e3a21a
 def s6_step(state, # (b, d, n)
             x, dt, A, B, C, # one position: (b, d), (b, d), (d, n), (b, n), (b, n)
            ): # y_t (b, d), h_t (b, d, n)
@@ -99,7 +102,7 @@ def s6_sequential(x, dt, A, B, C, initial_state=None, return_state=False):
     y = torch.stack(ys, 1)
     return (y, state) if return_state else y
 
-# %% ../nbs/02_scan.ipynb #e5774099
+# %% ../nbs/02_scan.ipynb #d440fc5e
 def _affine_prefix(a, u, dim):
     "Hillis–Steele prefix of h_t = a_t h_{t-1} + u_t along `dim` from h = 0: returns (prod a, h)."
     L, s = a.shape[dim], 1
@@ -130,7 +133,7 @@ def s6_chunked(x, dt, A, B, C, chunk=32, initial_state=None, return_state=False)
     y = torch.einsum('bcqdn,bcqn->bcqd', h, C.view(b, c, Q, n)).reshape(b, c * Q, d)[:, :l]
     return (y, h_tot[:, -1]) if return_state else y
 
-# %% ../nbs/02_scan.ipynb #20628d66
+# %% ../nbs/02_scan.ipynb #d4b759b1
 BACKENDS = ('torch', 'mamba_ssm')
 
 def check_backend(backend, device):
@@ -145,13 +148,13 @@ def check_backend(backend, device):
                            "(or pip install mamba-ssm causal-conv1d --no-build-isolation), on a machine with CUDA. "
                            "Without network, install the prebuilt wheels (see GPU.md).")
 
-# %% ../nbs/02_scan.ipynb #6b60b751
+# %% ../nbs/02_scan.ipynb #ec6220c9
 def ssd_scan(x, dt, A, B, C, *, backend='torch', chunk=64):
     "Scalar-decay scan `(b, l, h, p)` with the chosen backend."
     check_backend(backend, x.device)
     if backend == 'torch': return ssd_chunked(x, dt, A, B, C, chunk)
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
-    return mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size=chunk)
+    return mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size=max(chunk, 64))  # its kernels are tuned for chunks >= 64
 
 def s6_scan(x, dt, A, B, C, *, backend='torch', chunk=32):
     "Diagonal-decay scan `(b, l, d)` with the chosen backend."
