@@ -3,8 +3,10 @@ import configparser
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
+pytest.importorskip('nbdev')  # the docs tools need nbdev (not on the GPU machine)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'tools'))
 from prepare_docs import sidebar_files  # noqa: E402
