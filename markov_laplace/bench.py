@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['time_ms', 'bench_data', 'machine_description', 'bench_model']
 
-# %% ../nbs/90_bench.ipynb #a768ef18
+# %% ../nbs/90_bench.ipynb #e4b1e88c
 import platform
 import statistics
 import time
@@ -15,12 +15,12 @@ import torch
 
 from .chains import dirichlet_kernels, sample_chains
 from .estimators import laplace_probs, position_nll
-from .mamba import cpu_fast_paths
+from .mamba import fast_paths
 from .models import build
 from .train import TaskConfig, TrainConfig, _autocast, make_optimizer, sample_task
 from .batched import BatchedTrainer
 
-# %% ../nbs/90_bench.ipynb #23c0108b
+# %% ../nbs/90_bench.ipynb #525a71db
 def time_ms(fn, # the work to time, called with no arguments
             repeat=20, # timed calls; the median is reported
             warmup=3, # untimed calls first (allocations, caches, compilation)
@@ -36,7 +36,7 @@ def time_ms(fn, # the work to time, called with no arguments
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
-# %% ../nbs/90_bench.ipynb #2baed9ed
+# %% ../nbs/90_bench.ipynb #a55f15db
 def bench_data(repeat=20, # timed calls per row
                device='cpu',
                seed=0,
@@ -61,13 +61,13 @@ def bench_data(repeat=20, # timed calls per row
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df
 
-# %% ../nbs/90_bench.ipynb #c3078344
+# %% ../nbs/90_bench.ipynb #189c3ff2
 def machine_description(device='cpu'):
     "A one-line description of where a benchmark ran."
     if torch.device(device).type == 'cuda': return torch.cuda.get_device_name(device)
     return f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}'
 
-# %% ../nbs/90_bench.ipynb #608f543d
+# %% ../nbs/90_bench.ipynb #e26f01f1
 def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=(), prefetch=50):
     "Milliseconds per forward+backward and per training step (data included) of the main configuration; `runs`: batch sizes R of batched runs."
     rows, x = [], None
@@ -93,10 +93,10 @@ def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=(), p
                 torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0); opt.step()
             if w == 4:
                 add(f'mamba forward+backward ({backend})', w, time_ms(fwd_bwd, repeat, 3, device), None if cuda else 40.0)
-                if not cuda and backend == 'torch':  # the same model on PyTorch's own operations: what the fast paths gain
-                    before = cpu_fast_paths(False)
+                if backend == 'torch':  # the same model on PyTorch's own operations: what the fast paths gain
+                    before = fast_paths(False)
                     try: add('mamba forward+backward (torch, reference ops)', w, time_ms(fwd_bwd, repeat, 3, device), None)
-                    finally: cpu_fast_paths(before)
+                    finally: fast_paths(before)
             else:
                 add(f'mamba training step, data included, eager ({backend})', w, time_ms(train_step, repeat, 3, device), None)
     steps = max(prefetch, 10)  # timed in blocks of whole prefetch periods: the sampler calls are included
