@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['BatchedTrainer', 'train_batched']
 
-# %% ../nbs/11_batched.ipynb #b8b339dc
+# %% ../nbs/11_batched.ipynb #8d664d3c
 import math
 
 import pandas as pd
@@ -16,14 +16,14 @@ from tqdm.auto import tqdm
 from .chains import _fail
 from .train import Evaluator, _autocast, adamw, decay_names, lr_at, sample_task
 
-# %% ../nbs/11_batched.ipynb #bcd6877a
+# %% ../nbs/11_batched.ipynb #b5d40cb3
 def _clip_per_run(grads, max_norm):
     "Scale each run's gradients (leading axis) so that its global norm is at most max_norm."
     sq = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())  # (R,)
     coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
     return {k: g * coef.view(-1, *[1] * (g.dim() - 1)) for k, g in grads.items()}
 
-# %% ../nbs/11_batched.ipynb #951f99e4
+# %% ../nbs/11_batched.ipynb #d99aca0f
 class BatchedTrainer:
     "R runs of one architecture as one set of stacked parameters: `step()` trains all of them once."
     def __init__(self, models, # R models of one architecture (their initial weights differ by seed)
@@ -138,7 +138,7 @@ class BatchedTrainer:
             for n, p in m.named_parameters(): p.copy_(self.params[n][r])
         return self.models
 
-# %% ../nbs/11_batched.ipynb #2ebec87a
+# %% ../nbs/11_batched.ipynb #ac9fb233
 def train_batched(models, tasks, cfg, seeds, *, data='per_run', prefetch=1, graph='auto', evaluators=None, progress=True):
     "Train R runs of the same shapes in one vmapped (and, on CUDA, graph-captured) step; returns (R histories, R trained models)."
     tr = BatchedTrainer(models, tasks, cfg, seeds, data, prefetch, graph)

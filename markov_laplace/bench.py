@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['time_ms', 'bench_data', 'machine_description', 'bench_model']
 
-# %% ../nbs/90_bench.ipynb #e4b1e88c
+# %% ../nbs/90_bench.ipynb #6d8b001a
 import platform
 import statistics
 import time
@@ -20,7 +20,7 @@ from .models import build
 from .train import TaskConfig, TrainConfig, _autocast, make_optimizer, sample_task
 from .batched import BatchedTrainer
 
-# %% ../nbs/90_bench.ipynb #525a71db
+# %% ../nbs/90_bench.ipynb #8bba2c57
 def time_ms(fn, # the work to time, called with no arguments
             repeat=20, # timed calls; the median is reported
             warmup=3, # untimed calls first (allocations, caches, compilation)
@@ -36,7 +36,7 @@ def time_ms(fn, # the work to time, called with no arguments
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
-# %% ../nbs/90_bench.ipynb #a55f15db
+# %% ../nbs/90_bench.ipynb #7c3ea3ad
 def bench_data(repeat=20, # timed calls per row
                device='cpu',
                seed=0,
@@ -61,13 +61,13 @@ def bench_data(repeat=20, # timed calls per row
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df
 
-# %% ../nbs/90_bench.ipynb #189c3ff2
+# %% ../nbs/90_bench.ipynb #42e5d82c
 def machine_description(device='cpu'):
     "A one-line description of where a benchmark ran."
     if torch.device(device).type == 'cuda': return torch.cuda.get_device_name(device)
     return f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}'
 
-# %% ../nbs/90_bench.ipynb #e26f01f1
+# %% ../nbs/90_bench.ipynb #e0a2cd5a
 def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=(), prefetch=50):
     "Milliseconds per forward+backward and per training step (data included) of the main configuration; `runs`: batch sizes R of batched runs."
     rows, x = [], None

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FLOOR_SETTINGS', 'run_floors', 'retrain', 'quick_report', 'main']
 
-# %% ../nbs/99_cli.ipynb #49e49038
+# %% ../nbs/99_cli.ipynb #c55b2efb
 import argparse
 import time
 from pathlib import Path
@@ -20,7 +20,7 @@ from .estimators import bayes_risk_table, tracking_frame
 from .runs import collect, repo_root, run_sweep, run_sweep_parallel
 from .storage import save_figure, write_csv, write_json
 
-# %% ../nbs/99_cli.ipynb #702bcf14
+# %% ../nbs/99_cli.ipynb #b1ca5b9f
 FLOOR_SETTINGS = [(k, 2, T) for T in (256, 512) for k in (1, 2, 3, 4)] + [(1, S, 1024) for S in (2, 4, 6, 8)]
 
 def run_floors(out='runs/floors', # output directory
@@ -48,7 +48,7 @@ def run_floors(out='runs/floors', # output directory
                                           torch=torch.__version__, device='cpu'))
     return table
 
-# %% ../nbs/99_cli.ipynb #ece12a4e
+# %% ../nbs/99_cli.ipynb #2405951a
 def retrain(grid):
     "Remove the finished runs of a grid, so that the next sweep trains them again (interrupted ones resume)."
     import shutil
@@ -74,7 +74,7 @@ def quick_report(experiment='quick', root=None):
     plt.close(fig)
     return tab
 
-# %% ../nbs/99_cli.ipynb #f5dd8c31
+# %% ../nbs/99_cli.ipynb #6e535315
 def _parser():
     p = argparse.ArgumentParser(prog='markov-laplace', description=__doc__)
     sub = p.add_subparsers(dest='command', required=True)

@@ -6,7 +6,7 @@
 __all__ = ['MambaConfig', 'upcast', 'fast_paths', 'causal_depthwise', 'CausalConv', 'LayerNorm', 'Embedding', 'Mamba2Mixer',
            'Mamba1Mixer', 'MLP', 'Block', 'MambaLM', 'init_mamba_', 'step_log_probs']
 
-# %% ../nbs/03_mamba.ipynb #9b41a523
+# %% ../nbs/03_mamba.ipynb #4a7ef073
 import math
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .chains import Config, _fail, check_tokens
 from .scan import check_backend, s6_scan, s6_step, ssd_scan, ssd_step
 
-# %% ../nbs/03_mamba.ipynb #1b6a8edc
+# %% ../nbs/03_mamba.ipynb #1087f83e
 @dataclass
 class MambaConfig(Config):
     vocab: int = 2 # S, alphabet size (3 for switching chains: 2 symbols + switch)
@@ -68,7 +68,7 @@ class MambaConfig(Config):
         if self.l1_eps < 0: _fail('l1_eps', 'a number >= 0', self.l1_eps)
         return self
 
-# %% ../nbs/03_mamba.ipynb #6a14135e
+# %% ../nbs/03_mamba.ipynb #eb86b2d8
 def upcast(t):
     "Half-precision activations (bf16 autocast) to float32 for the output normalisation; others unchanged."
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
@@ -128,7 +128,7 @@ class CausalConv(nn.Module):
         y = (window * self.conv.weight[:, 0]).sum(-1)
         return (y + self.conv.bias if self.conv.bias is not None else y), window
 
-# %% ../nbs/03_mamba.ipynb #b21fcfb7
+# %% ../nbs/03_mamba.ipynb #0b425e6f
 class LayerNorm(nn.LayerNorm):
     "nn.LayerNorm (same parameters); at widths up to 64 in elementary operations (faster there on CPU and GPU)."
     def forward(self, x):
@@ -144,7 +144,7 @@ class Embedding(nn.Embedding):
         one_hot = tokens[..., None] == torch.arange(self.num_embeddings, device=tokens.device)  # F.one_hot cannot run under vmap
         return (one_hot[..., None].to(self.weight.dtype) * self.weight).sum(-2)  # elementwise: exact, and untouched by autocast
 
-# %% ../nbs/03_mamba.ipynb #d8d182c9
+# %% ../nbs/03_mamba.ipynb #18763084
 class Mamba2Mixer(nn.Module):
     "Mamba-2 mixer: one scalar decay per head, one group of B and C."
     def __init__(self, c: MambaConfig):
@@ -162,8 +162,9 @@ class Mamba2Mixer(nn.Module):
     def A(self): # (H,) zero when a_t is fixed to 1
         return torch.zeros_like(self.A_log) if self.c.fixed_decay else -torch.exp(self.A_log)
 
-    def _split(self, zxbcdt):
-        z, xbc, dt = zxbcdt.split([self.sizes[0], sum(self.sizes[1:4]), self.sizes[4]], -1)
+    def _split(self, u): # in_proj as three products with row blocks of its weight: contiguous outputs, no cat in backward
+        W, a, b = self.in_proj.weight, self.sizes[0], sum(self.sizes[1:4])
+        z, xbc, dt = F.linear(u, W[:a]), F.linear(u, W[a:a + b]), F.linear(u, W[a + b:])
         return z, xbc, F.softplus(dt + self.dt_bias)
 
     def _finish(self, y, x, z): # y, x: (..., H, P); z: (..., d_inner)
@@ -174,7 +175,7 @@ class Mamba2Mixer(nn.Module):
 
     def streams(self, u): # (b, l, d_model) -> z, x (b, l, H, P), B, C (b, l, N), dt (b, l, H)
         "The mixer's inputs to the scan: gate, values, keys, queries and step sizes."
-        z, xbc, dt = self._split(self.in_proj(u))
+        z, xbc, dt = self._split(u)
         if self.conv is not None:
             k = self.conv_channels
             xbc = self.conv(xbc) if k == xbc.shape[-1] else torch.cat([self.conv(xbc[..., :k]), xbc[..., k:]], -1)
@@ -193,7 +194,7 @@ class Mamba2Mixer(nn.Module):
 
     def step(self, u, cache): # u (b, d_model) one position
         c, H = self.c, self.c.n_heads
-        z, xbc, dt = self._split(self.in_proj(u))
+        z, xbc, dt = self._split(u)
         if self.conv is not None:
             k = self.conv_channels
             conv_out, cache['conv'] = self.conv.step(cache['conv'], xbc[..., :k])
@@ -204,7 +205,7 @@ class Mamba2Mixer(nn.Module):
         y, cache['ssm'] = ssd_step(cache['ssm'], x, dt, self.A(), B[:, None], C[:, None])
         return self._finish(y, x, z)
 
-# %% ../nbs/03_mamba.ipynb #92c0ef85
+# %% ../nbs/03_mamba.ipynb #d6854fc8
 class Mamba1Mixer(nn.Module):
     "Mamba-1 (S6) mixer: a diagonal decay per channel and state entry."
     def __init__(self, c: MambaConfig):
@@ -255,7 +256,7 @@ class Mamba1Mixer(nn.Module):
         y, cache['ssm'] = s6_step(cache['ssm'], x, dt, self.A(), B, C)
         return self._finish(y, x, z)
 
-# %% ../nbs/03_mamba.ipynb #e8d18179
+# %% ../nbs/03_mamba.ipynb #fca10e59
 class MLP(nn.Module):
     def __init__(self, d, kind='gated', act='silu'):
         super().__init__()
@@ -281,7 +282,7 @@ class Block(nn.Module):
         u = e + self.mixer.step(self.norm1(e), cache)
         return u + self.mlp(self.norm2(u)) if self.mlp is not None else u
 
-# %% ../nbs/03_mamba.ipynb #b049a8fb
+# %% ../nbs/03_mamba.ipynb #4dbe272a
 class MambaLM(nn.Module):
     "Mamba language model over `vocab` tokens; `log_probs(tokens) -> (B, T, vocab)`."
     def __init__(self, config: MambaConfig, generator: Optional[torch.Generator] = None):
@@ -333,7 +334,7 @@ class MambaLM(nn.Module):
             h = blk(h)
         return out
 
-# %% ../nbs/03_mamba.ipynb #8f0753f7
+# %% ../nbs/03_mamba.ipynb #ee3de051
 def _inv_softplus(y): return y + torch.log(-torch.expm1(-y))
 
 def init_mamba_(model, generator=None, std=0.02):
@@ -365,7 +366,7 @@ def init_mamba_(model, generator=None, std=0.02):
                 if m.D is not None: m.D.fill_(1.0)
     return model
 
-# %% ../nbs/03_mamba.ipynb #3d0700f7
+# %% ../nbs/03_mamba.ipynb #05eb3e05
 def step_log_probs(model, tokens):
     "All rows of `log_probs`, computed one token at a time through `model.step`."
     cache = model.init_cache(tokens.shape[0])

@@ -6,7 +6,7 @@
 __all__ = ['BACKENDS', 'ssd_step', 'ssd_sequential', 'ssd_chunked', 's6_step', 's6_sequential', 's6_chunked', 'check_backend',
            'ssd_scan', 's6_scan']
 
-# %% ../nbs/02_scan.ipynb #92005762
+# %% ../nbs/02_scan.ipynb #19f3bece
 import importlib
 
 import torch
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .chains import _fail
 
-# %% ../nbs/02_scan.ipynb #587f1a73
+# %% ../nbs/02_scan.ipynb #73f4ac1e
 def _heads(M, h):
     "Broadcast a (b, l, g, n) group tensor to (b, l, h, n)."
     return M.repeat_interleave(h // M.shape[2], dim=2)
@@ -40,7 +40,7 @@ def ssd_sequential(x, dt, A, B, C, initial_state=None, return_state=False):
     y = torch.stack(ys, 1)
     return (y, state) if return_state else y
 
-# %% ../nbs/02_scan.ipynb #980ae9ac
+# %% ../nbs/02_scan.ipynb #df27d40a
 def _segsum_decay(log_a, exact=False):
     "(..., Q) log decays -> (..., Q, Q) with [i, j] = exp(sum log_a[j+1..i]) for i >= j, else 0."
     Q = log_a.shape[-1]
@@ -83,7 +83,7 @@ def ssd_chunked(x, dt, A, B, C, chunk=64, initial_state=None, return_state=False
     y = y.reshape(b, c * Q, h, p)[:, :l]
     return (y, state) if return_state else y
 
-# %% ../nbs/02_scan.ipynb #e8e3a21a
+# %% ../nbs/02_scan.ipynb #0a348d7b
 def s6_step(state, # (b, d, n)
             x, dt, A, B, C, # one position: (b, d), (b, d), (d, n), (b, n), (b, n)
            ): # y_t (b, d), h_t (b, d, n)
@@ -102,7 +102,7 @@ def s6_sequential(x, dt, A, B, C, initial_state=None, return_state=False):
     y = torch.stack(ys, 1)
     return (y, state) if return_state else y
 
-# %% ../nbs/02_scan.ipynb #d440fc5e
+# %% ../nbs/02_scan.ipynb #202afb77
 def _affine_prefix(a, u, dim):
     "Hillis–Steele prefix of h_t = a_t h_{t-1} + u_t along `dim` from h = 0: returns (prod a, h)."
     L, s = a.shape[dim], 1
@@ -133,7 +133,7 @@ def s6_chunked(x, dt, A, B, C, chunk=32, initial_state=None, return_state=False)
     y = torch.einsum('bcqdn,bcqn->bcqd', h, C.view(b, c, Q, n)).reshape(b, c * Q, d)[:, :l]
     return (y, h_tot[:, -1]) if return_state else y
 
-# %% ../nbs/02_scan.ipynb #d4b759b1
+# %% ../nbs/02_scan.ipynb #e9bdd9d5
 BACKENDS = ('torch', 'mamba_ssm')
 
 def check_backend(backend, device):
@@ -148,7 +148,7 @@ def check_backend(backend, device):
                            "(or pip install mamba-ssm causal-conv1d --no-build-isolation), on a machine with CUDA. "
                            "Without network, install the prebuilt wheels (see GPU.md).")
 
-# %% ../nbs/02_scan.ipynb #ec6220c9
+# %% ../nbs/02_scan.ipynb #3512dd13
 def ssd_scan(x, dt, A, B, C, *, backend='torch', chunk=64):
     "Scalar-decay scan `(b, l, h, p)` with the chosen backend."
     check_backend(backend, x.device)

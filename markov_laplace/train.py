@@ -6,7 +6,7 @@
 __all__ = ['TaskConfig', 'Batch', 'sample_task', 'Evaluator', 'TrainConfig', 'lr_at', 'decay_names', 'adamw', 'make_optimizer',
            'train', 'tracking', 'best_beta', 'decay_stats', 'key_query_products']
 
-# %% ../nbs/08_train.ipynb #d3f3b584
+# %% ../nbs/08_train.ipynb #8e2a6d6f
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from .estimators import (laplace_probs, oracle_probs, position_kl, position_nll,
                                        switching_oracle_probs)
 from .storage import save_torch
 
-# %% ../nbs/08_train.ipynb #ada0db57
+# %% ../nbs/08_train.ipynb #ef27654c
 def _flips(v, name):
     if v is None: return None
     v = tuple(v)
@@ -55,7 +55,7 @@ class TaskConfig(Config):
     @property
     def model_vocab(self): return self.vocab + 1 if self.switching else self.vocab
 
-# %% ../nbs/08_train.ipynb #b5c59c77
+# %% ../nbs/08_train.ipynb #c3cbf6d3
 class Batch(NamedTuple):
     tokens: torch.Tensor # (B, T)
     laplace: torch.Tensor # (B, T, V) add-β, the Bayes-optimal in-context predictor
@@ -76,7 +76,7 @@ def sample_task(task, n, *, generator=None, device=None, split='train', referenc
     if not references: return Batch(x, None, None)
     return Batch(x, laplace_probs(x, k, S, beta), oracle_probs(x, kernels))
 
-# %% ../nbs/08_train.ipynb #87e6c2b0
+# %% ../nbs/08_train.ipynb #852e92f8
 class Evaluator:
     "A fixed evaluation set of a task, with its reference losses precomputed."
     def __init__(self, task, n=256, seed=12345, device='cpu', batch=256):
@@ -108,7 +108,7 @@ class Evaluator:
         model.train(was_training)
         return self.metrics(lps)
 
-# %% ../nbs/08_train.ipynb #938c603f
+# %% ../nbs/08_train.ipynb #754d0859
 @dataclass
 class TrainConfig(Config):
     steps: int = 8000
@@ -139,7 +139,7 @@ class TrainConfig(Config):
     def resolved_device(self):
         return ('cuda' if torch.cuda.is_available() else 'cpu') if self.device == 'auto' else self.device
 
-# %% ../nbs/08_train.ipynb #eef869ad
+# %% ../nbs/08_train.ipynb #79511084
 def lr_at(step, cfg):
     "Learning rate of optimizer step `step` (0-based) under the config's schedule."
     if cfg.schedule == 'constant': return cfg.lr
@@ -163,7 +163,7 @@ def make_optimizer(model, cfg):
     "AdamW, with weight decay on the weight matrices of nn.Linear layers only (tied weights once)."
     return adamw(dict(model.named_parameters()), decay_names(model), cfg)
 
-# %% ../nbs/08_train.ipynb #8418633e
+# %% ../nbs/08_train.ipynb #b9508ce4
 def _autocast(device, dtype):
     use = torch.device(device).type == 'cuda' and dtype in ('auto', 'bfloat16')
     return torch.autocast('cuda', dtype=torch.bfloat16, enabled=use, cache_enabled=False)  # no weight-cast cache: CUDA graphs
@@ -220,7 +220,7 @@ def train(model, # any model with log_probs; moved to the config's device
     bar.close()
     return pd.DataFrame(history)
 
-# %% ../nbs/08_train.ipynb #eee82e40
+# %% ../nbs/08_train.ipynb #3c322d5e
 @torch.no_grad()
 def tracking(model, task, seed=7, context=0, symbol=1):
     "Model vs add-β for P(symbol | current context = context) along one fixed test sequence (Fig 1a)."
