@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['BatchedTrainer', 'train_batched']
 
-# %% ../nbs/11_batched.ipynb #8d664d3c
+# %% ../nbs/11_batched.ipynb #8b0be65a
 import math
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -14,16 +15,17 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from .chains import _fail
+from .storage import save_torch
 from .train import Evaluator, _autocast, adamw, decay_names, lr_at, sample_task
 
-# %% ../nbs/11_batched.ipynb #b5d40cb3
+# %% ../nbs/11_batched.ipynb #362dfc7f
 def _clip_per_run(grads, max_norm):
     "Scale each run's gradients (leading axis) so that its global norm is at most max_norm."
     sq = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())  # (R,)
     coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
     return {k: g * coef.view(-1, *[1] * (g.dim() - 1)) for k, g in grads.items()}
 
-# %% ../nbs/11_batched.ipynb #d99aca0f
+# %% ../nbs/11_batched.ipynb #f0c3b721
 class BatchedTrainer:
     "R runs of one architecture as one set of stacked parameters: `step()` trains all of them once."
     def __init__(self, models, # R models of one architecture (their initial weights differ by seed)
@@ -72,7 +74,7 @@ class BatchedTrainer:
         T = self.tasks[0].length
         self.x = torch.zeros(R, cfg.batch, T, dtype=torch.long, device=self.device)  # the step's tokens
         self.loss_sum = torch.zeros(R, device=self.device)  # training losses since the last `take_losses`
-        self.n_losses, self.n_steps, self.warmup, self._graph, self._queue = 0, 0, warmup, None, []
+        self.n_losses, self.n_steps, self.warmup, self._graph, self._queue, self._eager = 0, 0, warmup, None, [], 0
 
     def _draw(self): # the next `prefetch` steps of data: (prefetch, R, B, T), compactly stored
         c, K = self.cfg, self.prefetch
@@ -105,11 +107,12 @@ class BatchedTrainer:
         else:
             self.lr.fill_(lr)
             if self._graph is not None: self._graph.replay()
-            elif self.n_steps < self.warmup:  # eager, on a side stream, as capture requires
+            elif self._eager < self.warmup:  # eager, on a side stream, as capture requires
                 side = torch.cuda.Stream(self.device)
                 side.wait_stream(torch.cuda.current_stream(self.device))
                 with torch.cuda.stream(side): self._compute()
                 torch.cuda.current_stream(self.device).wait_stream(side)
+                self._eager += 1
             else:
                 self._graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(self._graph): self._compute()  # recorded, not run
@@ -132,14 +135,30 @@ class BatchedTrainer:
             out.append(self._eval_fn(self.params, self.buffers, x))  # (R, n, T, V)
         return [ev.metrics([lp[r] for lp in out]) for r, ev in enumerate(evs)]
 
+    def state_dict(self): # what a checkpoint holds: weights, AdamW, generators, step, queued data
+        return dict(params={k: v.detach().clone() for k, v in self.params.items()}, opt=self.opt.state_dict(),
+                    gens=[g.get_state() for g in self.gens], n_steps=self.n_steps, queue=list(self._queue))
+
+    @torch.no_grad()
+    def load_state_dict(self, state): # continue from `state_dict()`; call before the first step
+        for k, v in self.params.items(): v.copy_(state['params'][k])
+        self.opt.load_state_dict(state['opt'])
+        if self.graph:  # loading replaced each group's lr: point them at the tensor a replay reads
+            for group in self.opt.param_groups: group['lr'] = self.lr
+        for g, st in zip(self.gens, state['gens']): g.set_state(st.cpu())
+        self.n_steps, self._queue = state['n_steps'], [q.to(self.device) for q in state['queue']]
+
     @torch.no_grad()
     def write_back(self): # the trained weights into the R models
         for r, m in enumerate(self.models):
             for n, p in m.named_parameters(): p.copy_(self.params[n][r])
         return self.models
 
-# %% ../nbs/11_batched.ipynb #ac9fb233
-def train_batched(models, tasks, cfg, seeds, *, data='per_run', prefetch=1, graph='auto', evaluators=None, progress=True):
+# %% ../nbs/11_batched.ipynb #f4578e1e
+def train_batched(models, tasks, cfg, seeds, *, data='per_run', prefetch=1, graph='auto', evaluators=None, progress=True,
+                  ckpt=None, # a checkpoint file, written at every evaluation; an interrupted call resumes from it
+                  callback=None, # called as callback(step) after every step
+                 ):
     "Train R runs of the same shapes in one vmapped (and, on CUDA, graph-captured) step; returns (R histories, R trained models)."
     tr = BatchedTrainer(models, tasks, cfg, seeds, data, prefetch, graph)
     cfg = tr.cfg
@@ -149,11 +168,18 @@ def train_batched(models, tasks, cfg, seeds, *, data='per_run', prefetch=1, grap
             if t.to_json() not in cache: cache[t.to_json()] = Evaluator(t, cfg.eval_size, cfg.eval_seed, tr.device)
         evaluators = [cache[t.to_json()] for t in tr.tasks]
     histories = [[] for _ in range(tr.R)]
+    ckpt = Path(ckpt) if ckpt is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location=tr.device, weights_only=False)
+        tr.load_state_dict(state['trainer']); histories = state['histories']
     def record(step, train_losses):
         for r, m in enumerate(tr.evaluate(evaluators)):
             histories[r].append(dict(step=step, lr=lr_at(max(step - 1, 0), cfg), train_loss=train_losses[r], **m))
-    record(0, [float('nan')] * tr.R)
-    for step in tqdm(range(cfg.steps), disable=not progress, desc=f'train x{tr.R}', mininterval=1.0):
+        if ckpt is not None: save_torch(ckpt, dict(trainer=tr.state_dict(), histories=histories))
+    if tr.n_steps == 0: record(0, [float('nan')] * tr.R)
+    for step in tqdm(range(tr.n_steps, cfg.steps), initial=tr.n_steps, total=cfg.steps, disable=not progress,
+                     desc=f'train x{tr.R}', mininterval=1.0):
         tr.step()
+        if callback is not None: callback(step + 1)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps: record(step + 1, tr.take_losses())
     return [pd.DataFrame(h) for h in histories], tr.write_back()

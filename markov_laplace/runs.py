@@ -7,7 +7,7 @@ __all__ = ['METRICS', 'HOW_FIELDS', 'TASK_KEYS', 'TRAIN_KEYS', 'RUN_DEFAULTS', '
            'environment', 'same_run', 'run_config', 'write_results', 'run_experiment', 'split_params', 'run_markov',
            'run_group', 'run_name', 'grid_cells', 'run_sweep', 'run_sweep_parallel', 'collect', 'histories']
 
-# %% ../nbs/09_runs.ipynb #fb5e937a
+# %% ../nbs/09_runs.ipynb #42b40aad
 import itertools
 import json
 import os
@@ -27,7 +27,7 @@ from .models import PRESETS, build, model_config
 from .storage import save_torch, write_csv, write_json
 from .train import TaskConfig, TrainConfig, train
 
-# %% ../nbs/09_runs.ipynb #813c6368
+# %% ../nbs/09_runs.ipynb #6899c0e1
 def repo_root(start='.'):
     "The nearest folder at or above `start` holding settings.ini (the repository), else `start`."
     p = Path(start).resolve()
@@ -44,7 +44,7 @@ def environment(device):
     return dict(device=torch.cuda.get_device_name(device) if torch.device(device).type == 'cuda' else f'cpu ({platform.machine()})',
                 torch=torch.__version__, python=platform.python_version(), git_commit=_git_commit())
 
-# %% ../nbs/09_runs.ipynb #205659a7
+# %% ../nbs/09_runs.ipynb #186e26ae
 METRICS = ['loss', 'laplace_loss', 'oracle_loss', 'gap', 'oracle_gap', 'kl_laplace']
 
 HOW_FIELDS = ('chunk',) # model fields that change how a run is computed, not what: ignored when matching runs
@@ -70,7 +70,7 @@ def write_results(out, model, hist, wall_s, device, **extra):
     write_json(out / 'summary.json', summary)
     return summary
 
-# %% ../nbs/09_runs.ipynb #2b4dc40c
+# %% ../nbs/09_runs.ipynb #9cebfdba
 def run_experiment(out, # the run directory
                    task, # TaskConfig
                    preset, # model preset name
@@ -93,7 +93,7 @@ def run_experiment(out, # the run directory
     (out / 'ckpt.pt').unlink(missing_ok=True)
     return summary
 
-# %% ../nbs/09_runs.ipynb #bfee8e20
+# %% ../nbs/09_runs.ipynb #b1845f64
 TASK_KEYS = {f for f in TaskConfig.__dataclass_fields__}
 TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
 RUN_DEFAULTS = dict(preset='mamba', model_overrides={}, out_dir='runs/_scratch/markov')
@@ -113,7 +113,7 @@ def run_markov(progress=True, **params):
     task, preset, over, cfg, out = split_params(params)
     return run_experiment(out, task, preset, over, cfg, progress=progress)
 
-# %% ../nbs/09_runs.ipynb #c73368bf
+# %% ../nbs/09_runs.ipynb #f58ac5e1
 BATCH_KEYS = {'seeds': ('seed',), 'runs': ('seed', 'order')} # what may differ between the runs of one batched group
 
 def run_group(cells, # flat parameter dicts (with out_dir) that differ only in seed (and order)
@@ -134,14 +134,21 @@ def run_group(cells, # flat parameter dicts (with out_dir) that differ only in s
         if old.exists() and not same_run(json.loads(old.read_text()), config):
             raise ValueError(f'{p[4]} holds a run with another config; remove it or choose another directory')
         write_json(old, config)
-    t0 = time.perf_counter()
-    hists, models = train_batched(models, [p[0] for p in parts], cfg, [p[3].seed for p in parts], prefetch=prefetch, progress=progress)
-    wall = time.perf_counter() - t0
     names = [str(Path(p[4]).relative_to(Path(p[4]).parent.parent)) for p in parts]
-    return [write_results(p[4], m, h, wall / len(parts), cfg.resolved_device(), batched_with=names, batched_prefetch=prefetch,
-                          group_wall_s=wall) for p, m, h in zip(parts, models, hists)]
+    ckpt, members = Path(parts[0][4]) / 'ckpt-group.pt', Path(parts[0][4]) / 'ckpt-group.json'
+    if ckpt.exists() and (not members.exists() or json.loads(members.read_text()) != dict(runs=names, prefetch=prefetch)):
+        ckpt.unlink()  # a checkpoint of another group (some of its runs have finished since): start over
+    write_json(members, dict(runs=names, prefetch=prefetch))
+    t0 = time.perf_counter()
+    hists, models = train_batched(models, [p[0] for p in parts], cfg, [p[3].seed for p in parts], prefetch=prefetch,
+                                  progress=progress, ckpt=ckpt)
+    wall = time.perf_counter() - t0
+    out = [write_results(p[4], m, h, wall / len(parts), cfg.resolved_device(), batched_with=names, batched_prefetch=prefetch,
+                         group_wall_s=wall) for p, m, h in zip(parts, models, hists)]
+    ckpt.unlink(missing_ok=True); members.unlink(missing_ok=True)
+    return out
 
-# %% ../nbs/09_runs.ipynb #6f0895cc
+# %% ../nbs/09_runs.ipynb #b003e1c1
 def _load_grid(path):
     text = Path(path).read_text()
     if str(path).endswith(('.yml', '.yaml')):
@@ -193,7 +200,7 @@ def grid_cells(grid, # the grid dict
     if len(set(names)) != len(names): _fail('grid', 'cells with distinct varying values', 'duplicate run names')
     return out
 
-# %% ../nbs/09_runs.ipynb #53d96b4e
+# %% ../nbs/09_runs.ipynb #317a28f0
 TEMPLATE = 'nbs/experiments/markov.ipynb'
 
 def _run_papermill(params, template, progress):
@@ -278,7 +285,7 @@ def run_sweep_parallel(grids, # grid file paths; every worker takes its shard of
         procs.append(subprocess.Popen(cmd, env=env))
     return [p.wait() for p in procs]
 
-# %% ../nbs/09_runs.ipynb #ea6726e4
+# %% ../nbs/09_runs.ipynb #638649cc
 def _flat_config(cfg):
     out = dict(cfg['task']); out.update(cfg['train']); out['preset'] = cfg['preset']
     out.update({f'model.{k}': v for k, v in cfg['model'].items()})

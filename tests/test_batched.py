@@ -94,3 +94,32 @@ def test_cuda_graph_step_equals_eager_step(preset):
     (eager, _), (graphed, _) = runs(False), runs(True)
     for a, b in zip(eager, graphed):  # bf16 autocast on both; the replay runs the same kernels
         pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=2e-3, atol=2e-4)
+
+
+def test_interrupted_batched_training_resumes_to_the_same_numbers(tmp_path):
+    class Stop(Exception): pass
+    def stop(step):
+        if step == 27: raise Stop
+    mk = lambda: [build('mamba', seed=s) for s in (3, 4)]
+    tasks = [TaskConfig(order=1, length=48), TaskConfig(order=2, length=48)]
+    whole, _ = train_batched(mk(), tasks, CFG, [3, 4], prefetch=3, progress=False)
+    with pytest.raises(Stop):
+        train_batched(mk(), tasks, CFG, [3, 4], prefetch=3, progress=False, ckpt=tmp_path / 'g.pt', callback=stop)
+    assert (tmp_path / 'g.pt').exists()
+    resumed, _ = train_batched(mk(), tasks, CFG, [3, 4], prefetch=3, progress=False, ckpt=tmp_path / 'g.pt')
+    for a, b in zip(whole, resumed):
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-5, atol=1e-7)
+
+
+def test_group_checkpoint_of_another_group_is_discarded(tmp_path):
+    import json
+    from markov_laplace.runs import grid_cells, run_group
+    grid = dict(experiment='g', base=dict(length=32, steps=6, batch=4, eval_every=3, eval_size=8, device='cpu',
+                                          model_overrides=dict(d_model=4, d_state=4)), axes=dict(order=[1, 2], seed=[0]))
+    cells = grid_cells(grid, tmp_path)
+    first = tmp_path / 'g' / 'order=1_seed=0'
+    first.mkdir(parents=True)
+    (first / 'ckpt-group.json').write_text(json.dumps(dict(runs=['g/other'], prefetch=1)))
+    torch.save({'not': 'a trainer state'}, first / 'ckpt-group.pt')
+    res = run_group(cells, progress=False)
+    assert len(res) == 2 and not (first / 'ckpt-group.pt').exists() and not (first / 'ckpt-group.json').exists()
