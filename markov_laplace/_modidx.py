@@ -308,4 +308,8 @@ d = { 'settings': { 'branch': 'main',
                                             'markov_laplace.transformer.TransformerLM.log_probs': ( 'transformer.html#transformerlm.log_probs',
                                                                                                     'markov_laplace/transformer.py'),
                                             'markov_laplace.transformer.TransformerLM.n_params': ( 'transformer.html#transformerlm.n_params',
-                                                                                                   'markov_laplace/transformer.py')}}}
+                                                                                                   'markov_laplace/transformer.py'),
+                                            'markov_laplace.transformer._explicit_causal_attention': ( 'transformer.html#_explicit_causal_attention',
+                                                                                                       'markov_laplace/transformer.py'),
+                                            'markov_laplace.transformer.causal_attention': ( 'transformer.html#causal_attention',
+                                                                                             'markov_laplace/transformer.py')}}}

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['theorem1_model', 'max_abs_error', 'order_k_model', 'theorem4_model', 'max_kl', 'window_counterexample']
 
-# %% ../nbs/06_construction.ipynb #2286a86e
+# %% ../nbs/06_construction.ipynb #d5908870
 import itertools
 import math
 
@@ -15,7 +15,7 @@ from .chains import _fail, check_beta, check_order, check_vocab
 from .estimators import laplace_probs
 from .mamba import MambaConfig, MambaLM
 
-# %% ../nbs/06_construction.ipynb #0b4a465c
+# %% ../nbs/06_construction.ipynb #95490bca
 def _theory_model(dtype, **fields):
     "A MambaZero-style `MambaLM` with a_t = 1, Δ = 1 and every weight zero, ready to be set by hand."
     cfg = MambaConfig(**{**dict(conv_act='none', gating=False, layernorm=False, mlp='none', head='l1', l1_eps=0.0,
@@ -31,7 +31,7 @@ def _mixer_rows(m):
     di, N = m.config.d_inner, m.config.d_state
     return slice(0, di), slice(di, di + N), slice(di + N, di + 2 * N)
 
-# %% ../nbs/06_construction.ipynb #422a3658
+# %% ../nbs/06_construction.ipynb #34d08a89
 def theorem1_model(vocab=2, # S
                    beta=1.0, # β
                    dtype=torch.float64,
@@ -55,14 +55,14 @@ def theorem1_model(vocab=2, # S
         mix.out_proj.weight.copy_(torch.eye(2 * S))
     return m
 
-# %% ../nbs/06_construction.ipynb #656fe6a1
+# %% ../nbs/06_construction.ipynb #c85189ce
 def max_abs_error(model, tokens, order, beta):
     "Largest |model probability − add-β probability| over every position and symbol."
     with torch.no_grad():
         p = model.log_probs(tokens).exp().double()
     return (p - laplace_probs(tokens, order, model.config.vocab, beta, dtype=torch.float64)).abs().max().item()
 
-# %% ../nbs/06_construction.ipynb #d8033a74
+# %% ../nbs/06_construction.ipynb #e0c91db9
 def order_k_model(order, # k
                   beta=1.0, # β
                   dtype=torch.float64,
@@ -89,7 +89,7 @@ def order_k_model(order, # k
         m.head.weight.copy_(torch.tensor([[beta, 0., 1., 0.], [beta, 0., 0., 1.]]))
     return m
 
-# %% ../nbs/06_construction.ipynb #741e3c62
+# %% ../nbs/06_construction.ipynb #c7e8dcfc
 def theorem4_model(beta=1.0, # β
                    eps=0.01, # the KL bound to meet at every position
                    dtype=torch.float64,
@@ -111,7 +111,7 @@ def theorem4_model(beta=1.0, # β
         mix.out_proj.weight.copy_(torch.eye(2)); m.head.weight.copy_(torch.eye(2))
     return m
 
-# %% ../nbs/06_construction.ipynb #de22651b
+# %% ../nbs/06_construction.ipynb #23724df5
 def max_kl(model, tokens, order, beta):
     "Largest KL(add-β ‖ model) over every position (the last one included)."
     with torch.no_grad():
@@ -119,7 +119,7 @@ def max_kl(model, tokens, order, beta):
     lp = laplace_probs(tokens, order, model.config.vocab, beta, dtype=torch.float64).log()
     return (lp.exp() * (lp - lq)).sum(-1).max().item()
 
-# %% ../nbs/06_construction.ipynb #842a8796
+# %% ../nbs/06_construction.ipynb #7d14911f
 def _grams(seq, w):
     return sorted(tuple(seq[i:i + w]) for i in range(len(seq) - w + 1))
 

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FAMILIES', 'PRESETS', 'preset_config', 'build', 'model_config', 'from_config']
 
-# %% ../nbs/05_models.ipynb #d5af2154
+# %% ../nbs/05_models.ipynb #fd7ccf0f
 import json
 
 import torch
@@ -14,7 +14,7 @@ from .chains import _fail
 from .mamba import MambaConfig, MambaLM
 from .transformer import TransformerConfig, TransformerLM
 
-# %% ../nbs/05_models.ipynb #cb359fc6
+# %% ../nbs/05_models.ipynb #76c37da9
 FAMILIES = {'mamba': (MambaConfig, MambaLM), 'transformer': (TransformerConfig, TransformerLM)}
 
 PRESETS = {

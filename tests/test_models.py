@@ -121,14 +121,25 @@ def _fast_vs_reference(m, x, rtol, atol):
     for n in g_ref: torch.testing.assert_close(g_fast[n], g_ref[n], rtol=rtol, atol=atol, msg=n)
 
 
-@pytest.mark.parametrize('over', [{}, dict(d_conv=5, conv_bias=False), dict(n_layers=2, vocab=5)])
-def test_fast_paths_match_pytorch_ops_on_cpu(over, gen):
-    m = build('mamba', seed=4, **over)
+@pytest.mark.parametrize('preset,over', [('mamba', {}), ('mamba', dict(d_conv=5, conv_bias=False)), ('mamba', dict(n_layers=2, vocab=5)),
+                                         ('transformer', {}), ('transformer', dict(bias=False))])
+def test_fast_paths_match_pytorch_ops_on_cpu(preset, over, gen):
+    m = build(preset, seed=4, **over)
     _fast_vs_reference(m, torch.randint(m.config.vocab, (3, 77), generator=gen), 1e-5, 1e-6)
 
 
+def test_transformer_under_vmap_uses_explicit_attention_with_the_same_numbers(gen):
+    from torch.func import functional_call, stack_module_state, vmap
+    ms = [build('transformer', seed=s) for s in (0, 1)]
+    params, bufs = stack_module_state(ms)
+    x = torch.randint(2, (2, 3, 50), generator=gen)
+    with torch.no_grad():
+        batched = vmap(lambda p, b, t: functional_call(ms[0], (p, b), (t,)))(params, bufs, x)
+        for r, m in enumerate(ms): torch.testing.assert_close(batched[r], m(x[r]), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize('preset', ['mamba', 'mambazero', 'mamba1'])
+@pytest.mark.parametrize('preset', ['mamba', 'mambazero', 'mamba1', 'transformer'])
 def test_fast_paths_match_pytorch_ops_on_cuda(preset):
     m = build(preset, seed=4).cuda()
     x = torch.randint(2, (8, 300), generator=torch.Generator().manual_seed(0)).cuda()
