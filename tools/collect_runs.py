@@ -1,0 +1,43 @@
+"""Merge run directories from GPU tarballs into runs/: `python3 tools/collect_runs.py TGZ [TGZ ...]`.
+
+Keeps, from each tarball, the run directories that finished (they hold summary.json) and the
+checkpoints of unfinished batched groups (ckpt-group.pt, ckpt-group.json) and single runs (ckpt.pt),
+so that the next sweep resumes them. A finished run never takes a checkpoint along, and a run that
+is already finished here is left as it is.
+"""
+import shutil
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CKPTS = ('ckpt-group.pt', 'ckpt-group.json', 'ckpt.pt', 'config.json')
+
+
+def collect(tgz, root=ROOT):
+    finished = resumable = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(tgz) as tar: tar.extractall(tmp, filter='data')
+        for run in sorted(Path(tmp, 'runs').glob('*/*/')):
+            dest = root / 'runs' / run.relative_to(Path(tmp, 'runs'))
+            if (dest / 'summary.json').exists(): continue
+            if (run / 'summary.json').exists():
+                dest.mkdir(parents=True, exist_ok=True)
+                for f in run.iterdir():
+                    if f.is_file() and not f.name.startswith('ckpt'): shutil.copy2(f, dest / f.name)
+                for f in dest.glob('ckpt*'): f.unlink()
+                finished += 1
+            elif any((run / n).exists() for n in CKPTS[:3]):
+                dest.mkdir(parents=True, exist_ok=True)
+                for n in CKPTS:
+                    if (run / n).exists(): shutil.copy2(run / n, dest / n)
+                resumable += 1
+    return finished, resumable
+
+
+if __name__ == '__main__':
+    if len(sys.argv) < 2: sys.exit(__doc__)
+    for t in sys.argv[1:]:
+        f, r = collect(t)
+        print(f'{t}: {f} finished runs added, {r} unfinished runs with checkpoints kept')
