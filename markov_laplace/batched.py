@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['BatchedTrainer', 'train_batched']
 
-# %% ../nbs/11_batched.ipynb #3a829f08
+# %% ../nbs/11_batched.ipynb #1b8bb089
 import math
 from pathlib import Path
 
@@ -18,14 +18,14 @@ from .chains import _fail
 from .storage import save_torch
 from .train import Evaluator, _autocast, adamw, decay_names, lr_at, sample_task
 
-# %% ../nbs/11_batched.ipynb #8163b386
+# %% ../nbs/11_batched.ipynb #5a4d6015
 def _clip_per_run(grads, max_norm):
     "Scale each run's gradients (leading axis) so that its global norm is at most max_norm."
     sq = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())  # (R,)
     coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
     return {k: g * coef.view(-1, *[1] * (g.dim() - 1)) for k, g in grads.items()}
 
-# %% ../nbs/11_batched.ipynb #9d6fa3dd
+# %% ../nbs/11_batched.ipynb #d0621d5b
 class BatchedTrainer:
     "R runs of one architecture as one set of stacked parameters: `step()` trains all of them once."
     def __init__(self, models, # R models of one architecture (their initial weights differ by seed)
@@ -36,6 +36,7 @@ class BatchedTrainer:
                  prefetch=1, # steps of data drawn at once
                  graph='auto', # capture the step in a CUDA graph: True | False | 'auto' (on CUDA)
                  warmup=3, # eager steps before the capture
+                 compile=False, # torch.compile the vmapped forward/backward (inductor fuses its elementwise chains)
                 ):
         self.cfg = cfg = cfg.validate()
         R = len(models)
@@ -70,6 +71,7 @@ class BatchedTrainer:
                 lp = functional_call(base, (p, b), (x,))
             return -lp.float()[:, :-1].gather(-1, x[:, 1:, None]).mean()  # position_nll's checks cannot run under vmap
         self._step_fn = vmap(grad_and_value(loss_fn), in_dims=(0, 0, 0))  # every run: gradient and loss on its own batch
+        if compile: self._step_fn = torch.compile(self._step_fn)  # compiled at the first (eager) step, before any capture
         self._eval_fn = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)).float(), in_dims=(0, 0, 0))
         T = self.tasks[0].length
         self.x = torch.zeros(R, cfg.batch, T, dtype=torch.long, device=self.device)  # the step's tokens
@@ -154,13 +156,13 @@ class BatchedTrainer:
             for n, p in m.named_parameters(): p.copy_(self.params[n][r])
         return self.models
 
-# %% ../nbs/11_batched.ipynb #8c3224bd
-def train_batched(models, tasks, cfg, seeds, *, data='per_run', prefetch=1, graph='auto', evaluators=None, progress=True,
+# %% ../nbs/11_batched.ipynb #b4366201
+def train_batched(models, tasks, cfg, seeds, *, data='per_run', prefetch=1, graph='auto', compile=False, evaluators=None, progress=True,
                   ckpt=None, # a checkpoint file, written at every evaluation; an interrupted call resumes from it
                   callback=None, # called as callback(step) after every step
                  ):
     "Train R runs of the same shapes in one vmapped (and, on CUDA, graph-captured) step; returns (R histories, R trained models)."
-    tr = BatchedTrainer(models, tasks, cfg, seeds, data, prefetch, graph)
+    tr = BatchedTrainer(models, tasks, cfg, seeds, data, prefetch, graph, compile=compile)
     cfg = tr.cfg
     if evaluators is None:  # one evaluation set per distinct task, shared by its runs
         cache = {}

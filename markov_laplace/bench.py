@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['time_ms', 'bench_data', 'machine_description', 'bench_model']
 
-# %% ../nbs/90_bench.ipynb #6d8b001a
+# %% ../nbs/90_bench.ipynb #73b90fa1
 import platform
 import statistics
 import time
@@ -20,7 +20,7 @@ from .models import build
 from .train import TaskConfig, TrainConfig, _autocast, make_optimizer, sample_task
 from .batched import BatchedTrainer
 
-# %% ../nbs/90_bench.ipynb #8bba2c57
+# %% ../nbs/90_bench.ipynb #a4d29b53
 def time_ms(fn, # the work to time, called with no arguments
             repeat=20, # timed calls; the median is reported
             warmup=3, # untimed calls first (allocations, caches, compilation)
@@ -36,7 +36,7 @@ def time_ms(fn, # the work to time, called with no arguments
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
-# %% ../nbs/90_bench.ipynb #7c3ea3ad
+# %% ../nbs/90_bench.ipynb #cc6ac268
 def bench_data(repeat=20, # timed calls per row
                device='cpu',
                seed=0,
@@ -61,14 +61,16 @@ def bench_data(repeat=20, # timed calls per row
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df
 
-# %% ../nbs/90_bench.ipynb #42e5d82c
+# %% ../nbs/90_bench.ipynb #01a5e565
 def machine_description(device='cpu'):
     "A one-line description of where a benchmark ran."
     if torch.device(device).type == 'cuda': return torch.cuda.get_device_name(device)
     return f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}'
 
-# %% ../nbs/90_bench.ipynb #e0a2cd5a
-def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=(), prefetch=50):
+# %% ../nbs/90_bench.ipynb #c615b1bc
+def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=(), prefetch=50,
+                compiled=False, # also time the largest R with the step compiled (torch.compile; tens of seconds to compile)
+               ):
     "Milliseconds per forward+backward and per training step (data included) of the main configuration; `runs`: batch sizes R of batched runs."
     rows, x = [], None
     task = TaskConfig(order=1, length=512).validate()
@@ -100,10 +102,12 @@ def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=(), p
             else:
                 add(f'mamba training step, data included, eager ({backend})', w, time_ms(train_step, repeat, 3, device), None)
     steps = max(prefetch, 10)  # timed in blocks of whole prefetch periods: the sampler calls are included
-    for R in ((1, *runs) if cuda else runs):
-        tr = BatchedTrainer([build('mamba', d_conv=5, seed=s) for s in range(R)], task, cfg, list(range(R)), prefetch=prefetch)
+    variants = [(R, False) for R in ((1, *runs) if cuda else runs)] + [(R, True) for R in (runs[-1:] if compiled else ())]
+    for R, comp in variants:
+        tr = BatchedTrainer([build('mamba', d_conv=5, seed=s) for s in range(R)], task, cfg, list(range(R)), prefetch=prefetch,
+                            compile=comp)
         ms = time_ms(lambda: [tr.step() for _ in range(steps)], max(2, repeat // 10), 1, device) / steps / R
-        how = ('CUDA graph' if tr.graph else 'eager') + f', prefetch {prefetch}'
+        how = ('compiled, ' if comp else '') + ('CUDA graph' if tr.graph else 'eager') + f', prefetch {prefetch}'
         what = 'mamba training step, single run' if R == 1 else f'mamba training step, {R} runs batched, per run'
         add(f'{what} ({how}, torch)', 5, ms, (1.5 if R == 1 else 0.2) if cuda else None)
     df = pd.DataFrame(rows)

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FLOOR_SETTINGS', 'run_floors', 'retrain', 'quick_report', 'main']
 
-# %% ../nbs/99_cli.ipynb #c55b2efb
+# %% ../nbs/99_cli.ipynb #39d5de90
 import argparse
 import time
 from pathlib import Path
@@ -20,7 +20,7 @@ from .estimators import bayes_risk_table, tracking_frame
 from .runs import collect, repo_root, run_sweep, run_sweep_parallel
 from .storage import save_figure, write_csv, write_json
 
-# %% ../nbs/99_cli.ipynb #b1ca5b9f
+# %% ../nbs/99_cli.ipynb #7546dc24
 FLOOR_SETTINGS = [(k, 2, T) for T in (256, 512) for k in (1, 2, 3, 4)] + [(1, S, 1024) for S in (2, 4, 6, 8)]
 
 def run_floors(out='runs/floors', # output directory
@@ -48,7 +48,7 @@ def run_floors(out='runs/floors', # output directory
                                           torch=torch.__version__, device='cpu'))
     return table
 
-# %% ../nbs/99_cli.ipynb #2405951a
+# %% ../nbs/99_cli.ipynb #0c22ffbb
 def retrain(grid):
     "Remove the finished runs of a grid, so that the next sweep trains them again (interrupted ones resume)."
     import shutil
@@ -74,7 +74,7 @@ def quick_report(experiment='quick', root=None):
     plt.close(fig)
     return tab
 
-# %% ../nbs/99_cli.ipynb #6e535315
+# %% ../nbs/99_cli.ipynb #23989be5
 def _parser():
     p = argparse.ArgumentParser(prog='markov-laplace', description=__doc__)
     sub = p.add_subparsers(dest='command', required=True)
@@ -94,6 +94,7 @@ def _parser():
     s.add_argument('--batch-seeds', dest='batch', action='store_const', const='seeds', help='the same as --batch seeds')
     s.add_argument('--prefetch', type=int, default=1, help='batched runs: steps of data drawn at once (1: the data of separate runs)')
     s.add_argument('--max-batch', type=int, default=64, help='batched runs: at most this many runs in one step')
+    s.add_argument('--compile', action='store_true', help='batched runs: torch.compile the step (inductor fuses it)')
     s.add_argument('--quiet', action='store_true', help='no progress bars')
     f = sub.add_parser('floors', help='Bayes-risk table and tracking figure into runs/floors')
     f.add_argument('--out', default='runs/floors'); f.add_argument('--n-seqs', type=int, default=4096)
@@ -107,6 +108,7 @@ def _parser():
     m.add_argument('--out', default=None, help='also write the table as CSV here')
     m.add_argument('--backends', nargs='+', default=['torch'], help="model backends to time: torch, mamba_ssm (CUDA)")
     m.add_argument('--runs', type=int, nargs='*', default=[], help='also time R runs batched in one step, for each R given')
+    m.add_argument('--compiled', action='store_true', help='also time the largest R with the step compiled (torch.compile)')
     return p
 
 _COLS = ['order', 'vocab', 'length', 'laplace_loss', 'oracle_loss', 'oracle_gap', 'oracle_gap_ci', 'paper_oracle_gap']
@@ -128,10 +130,10 @@ def main(argv=None):
     elif a.command == 'sweep':
         n_gpu = torch.cuda.device_count() if a.gpus is None else a.gpus
         workers = a.workers if a.workers is not None else (n_gpu if n_gpu > 1 else 1)
-        if workers > 1: return max(run_sweep_parallel(a.grids, workers, a.engine, a.scale, n_gpu, a.batch, a.prefetch))
+        if workers > 1: return max(run_sweep_parallel(a.grids, workers, a.engine, a.scale, n_gpu, a.batch, a.prefetch, a.compile))
         i, n = map(int, a.shard.split('/'))
         results = run_sweep(a.grids, engine=a.engine, shard=(i, n), scale=a.scale, progress=not a.quiet,
-                            batch=a.batch, prefetch=a.prefetch, max_batch=a.max_batch)
+                            batch=a.batch, prefetch=a.prefetch, max_batch=a.max_batch, compile=a.compile)
         failed = [c['out_dir'] for c, r in results if 'error' in r]
         print(f'{len(results) - len(failed)} runs finished, {len(failed)} failed', *failed, sep='\n  ')
         return 1 if failed else 0
@@ -144,7 +146,7 @@ def main(argv=None):
         table = bayes_risk_table([(k, a.vocab, a.length) for k in a.order], a.beta, n_seqs=a.n_seqs, generator=g)
         print(table[_COLS].round(4).to_string(index=False))
     elif a.command == 'bench':
-        table = pd.concat([bench_data(a.repeat, a.device), bench_model(a.repeat, a.device, a.backends, runs=a.runs)], ignore_index=True)
+        table = pd.concat([bench_data(a.repeat, a.device), bench_model(a.repeat, a.device, a.backends, runs=a.runs, compiled=a.compiled)], ignore_index=True)
         print(f'# {machine_description(a.device)}')
         print(table.round(3).to_string(index=False))
         if a.out: write_csv(a.out, table)

@@ -6,7 +6,7 @@
 __all__ = ['MambaConfig', 'upcast', 'fast_paths', 'causal_depthwise', 'CausalConv', 'LayerNorm', 'Embedding', 'Mamba2Mixer',
            'Mamba1Mixer', 'MLP', 'Block', 'MambaLM', 'init_mamba_', 'step_log_probs']
 
-# %% ../nbs/03_mamba.ipynb #d22672f7
+# %% ../nbs/03_mamba.ipynb #056e731a
 import math
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .chains import Config, _fail, check_tokens
 from .scan import check_backend, s6_scan, s6_step, ssd_scan, ssd_step
 
-# %% ../nbs/03_mamba.ipynb #b0d8c91b
+# %% ../nbs/03_mamba.ipynb #5f76b894
 @dataclass
 class MambaConfig(Config):
     vocab: int = 2 # S, alphabet size (3 for switching chains: 2 symbols + switch)
@@ -68,7 +68,7 @@ class MambaConfig(Config):
         if self.l1_eps < 0: _fail('l1_eps', 'a number >= 0', self.l1_eps)
         return self
 
-# %% ../nbs/03_mamba.ipynb #4a053459
+# %% ../nbs/03_mamba.ipynb #d849416d
 def upcast(t):
     "Half-precision activations (bf16 autocast) to float32 for the output normalisation; others unchanged."
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
@@ -120,7 +120,8 @@ class CausalConv(nn.Module):
         self.conv = nn.Conv1d(channels, channels, window, groups=channels, padding=window - 1, bias=bias)
     def forward(self, x): # (b, l, ch)
         xt = x.transpose(1, 2).contiguous()  # (b, ch, l): the fast depthwise layout
-        if _fast(x, cpu_only=True):  # back to (b, l, ch) in memory too: the activation and scan after it run ~3 ms faster
+        if _fast(x, cpu_only=True) and not torch.compiler.is_compiling():  # (compiled code: inductor fuses PyTorch's own)
+            # back to (b, l, ch) in memory too: the activation and scan after it run ~3 ms faster
             return causal_depthwise(xt, self.conv.weight[:, 0], self.conv.bias).transpose(1, 2).contiguous()
         return self.conv(xt)[..., :x.shape[1]].transpose(1, 2)
     def step(self, window, x): # window (b, ch, w) of past inputs, x (b, ch)
@@ -128,7 +129,7 @@ class CausalConv(nn.Module):
         y = (window * self.conv.weight[:, 0]).sum(-1)
         return (y + self.conv.bias if self.conv.bias is not None else y), window
 
-# %% ../nbs/03_mamba.ipynb #45d0bda8
+# %% ../nbs/03_mamba.ipynb #7f766274
 class LayerNorm(nn.LayerNorm):
     "nn.LayerNorm (same parameters); at widths up to 64 in elementary operations (faster there on CPU and GPU)."
     def forward(self, x):
@@ -146,7 +147,7 @@ class Embedding(nn.Embedding):
         one_hot = tokens[..., None] == torch.arange(self.num_embeddings, device=tokens.device)  # F.one_hot cannot run under vmap
         return (one_hot[..., None].to(self.weight.dtype) * self.weight).sum(-2)  # elementwise: exact, and untouched by autocast
 
-# %% ../nbs/03_mamba.ipynb #f379e31a
+# %% ../nbs/03_mamba.ipynb #c99c8604
 class Mamba2Mixer(nn.Module):
     "Mamba-2 mixer: one scalar decay per head, one group of B and C."
     def __init__(self, c: MambaConfig):
@@ -207,7 +208,7 @@ class Mamba2Mixer(nn.Module):
         y, cache['ssm'] = ssd_step(cache['ssm'], x, dt, self.A(), B[:, None], C[:, None])
         return self._finish(y, x, z)
 
-# %% ../nbs/03_mamba.ipynb #6fefafc2
+# %% ../nbs/03_mamba.ipynb #68c97d2d
 class Mamba1Mixer(nn.Module):
     "Mamba-1 (S6) mixer: a diagonal decay per channel and state entry."
     def __init__(self, c: MambaConfig):
@@ -258,7 +259,7 @@ class Mamba1Mixer(nn.Module):
         y, cache['ssm'] = s6_step(cache['ssm'], x, dt, self.A(), B, C)
         return self._finish(y, x, z)
 
-# %% ../nbs/03_mamba.ipynb #44b27ae6
+# %% ../nbs/03_mamba.ipynb #f0d3728c
 class MLP(nn.Module):
     def __init__(self, d, kind='gated', act='silu'):
         super().__init__()
@@ -284,7 +285,7 @@ class Block(nn.Module):
         u = e + self.mixer.step(self.norm1(e), cache)
         return u + self.mlp(self.norm2(u)) if self.mlp is not None else u
 
-# %% ../nbs/03_mamba.ipynb #b5a0cfa2
+# %% ../nbs/03_mamba.ipynb #30e98bc8
 class MambaLM(nn.Module):
     "Mamba language model over `vocab` tokens; `log_probs(tokens) -> (B, T, vocab)`."
     def __init__(self, config: MambaConfig, generator: Optional[torch.Generator] = None):
@@ -336,7 +337,7 @@ class MambaLM(nn.Module):
             h = blk(h)
         return out
 
-# %% ../nbs/03_mamba.ipynb #03eef105
+# %% ../nbs/03_mamba.ipynb #db1f8353
 def _inv_softplus(y): return y + torch.log(-torch.expm1(-y))
 
 def init_mamba_(model, generator=None, std=0.02):
@@ -368,7 +369,7 @@ def init_mamba_(model, generator=None, std=0.02):
                 if m.D is not None: m.D.fill_(1.0)
     return model
 
-# %% ../nbs/03_mamba.ipynb #1cb4e45d
+# %% ../nbs/03_mamba.ipynb #5834ec18
 def step_log_probs(model, tokens):
     "All rows of `log_probs`, computed one token at a time through `model.step`."
     cache = model.init_cache(tokens.shape[0])

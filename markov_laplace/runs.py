@@ -7,7 +7,7 @@ __all__ = ['METRICS', 'HOW_FIELDS', 'TASK_KEYS', 'TRAIN_KEYS', 'RUN_DEFAULTS', '
            'environment', 'same_run', 'run_config', 'write_results', 'run_experiment', 'split_params', 'run_markov',
            'run_group', 'run_name', 'grid_cells', 'run_sweep', 'run_sweep_parallel', 'collect', 'histories']
 
-# %% ../nbs/09_runs.ipynb #42b40aad
+# %% ../nbs/09_runs.ipynb #4cec070f
 import itertools
 import json
 import os
@@ -27,7 +27,7 @@ from .models import PRESETS, build, model_config
 from .storage import save_torch, write_csv, write_json
 from .train import TaskConfig, TrainConfig, train
 
-# %% ../nbs/09_runs.ipynb #6899c0e1
+# %% ../nbs/09_runs.ipynb #c7ea8c11
 def repo_root(start='.'):
     "The nearest folder at or above `start` holding settings.ini (the repository), else `start`."
     p = Path(start).resolve()
@@ -44,7 +44,7 @@ def environment(device):
     return dict(device=torch.cuda.get_device_name(device) if torch.device(device).type == 'cuda' else f'cpu ({platform.machine()})',
                 torch=torch.__version__, python=platform.python_version(), git_commit=_git_commit())
 
-# %% ../nbs/09_runs.ipynb #186e26ae
+# %% ../nbs/09_runs.ipynb #bbe3d27c
 METRICS = ['loss', 'laplace_loss', 'oracle_loss', 'gap', 'oracle_gap', 'kl_laplace']
 
 HOW_FIELDS = ('chunk',) # model fields that change how a run is computed, not what: ignored when matching runs
@@ -70,7 +70,7 @@ def write_results(out, model, hist, wall_s, device, **extra):
     write_json(out / 'summary.json', summary)
     return summary
 
-# %% ../nbs/09_runs.ipynb #9cebfdba
+# %% ../nbs/09_runs.ipynb #2dd092f1
 def run_experiment(out, # the run directory
                    task, # TaskConfig
                    preset, # model preset name
@@ -93,7 +93,7 @@ def run_experiment(out, # the run directory
     (out / 'ckpt.pt').unlink(missing_ok=True)
     return summary
 
-# %% ../nbs/09_runs.ipynb #b1845f64
+# %% ../nbs/09_runs.ipynb #3ef3ee34
 TASK_KEYS = {f for f in TaskConfig.__dataclass_fields__}
 TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
 RUN_DEFAULTS = dict(preset='mamba', model_overrides={}, out_dir='runs/_scratch/markov')
@@ -113,12 +113,13 @@ def run_markov(progress=True, **params):
     task, preset, over, cfg, out = split_params(params)
     return run_experiment(out, task, preset, over, cfg, progress=progress)
 
-# %% ../nbs/09_runs.ipynb #f58ac5e1
+# %% ../nbs/09_runs.ipynb #8ed77991
 BATCH_KEYS = {'seeds': ('seed',), 'runs': ('seed', 'order')} # what may differ between the runs of one batched group
 
 def run_group(cells, # flat parameter dicts (with out_dir) that differ only in seed (and order)
               progress=True,
               prefetch=1, # steps of data drawn at once (1: each run's data are exactly those of a separate run)
+              compile=False, # torch.compile the batched step (see 11_batched)
              ): # their summaries
     "Train cells that differ only in `seed` and the Markov `order` as one batched run; write every run directory."
     from markov_laplace.batched import train_batched  # lazily: batched builds on this module's neighbours
@@ -141,14 +142,14 @@ def run_group(cells, # flat parameter dicts (with out_dir) that differ only in s
     write_json(members, dict(runs=names, prefetch=prefetch))
     t0 = time.perf_counter()
     hists, models = train_batched(models, [p[0] for p in parts], cfg, [p[3].seed for p in parts], prefetch=prefetch,
-                                  progress=progress, ckpt=ckpt)
+                                  compile=compile, progress=progress, ckpt=ckpt)
     wall = time.perf_counter() - t0
     out = [write_results(p[4], m, h, wall / len(parts), cfg.resolved_device(), batched_with=names, batched_prefetch=prefetch,
                          group_wall_s=wall) for p, m, h in zip(parts, models, hists)]
     ckpt.unlink(missing_ok=True); members.unlink(missing_ok=True)
     return out
 
-# %% ../nbs/09_runs.ipynb #b003e1c1
+# %% ../nbs/09_runs.ipynb #d2cc471c
 def _load_grid(path):
     text = Path(path).read_text()
     if str(path).endswith(('.yml', '.yaml')):
@@ -200,7 +201,7 @@ def grid_cells(grid, # the grid dict
     if len(set(names)) != len(names): _fail('grid', 'cells with distinct varying values', 'duplicate run names')
     return out
 
-# %% ../nbs/09_runs.ipynb #317a28f0
+# %% ../nbs/09_runs.ipynb #db809dd3
 TEMPLATE = 'nbs/experiments/markov.ipynb'
 
 def _run_papermill(params, template, progress):
@@ -223,6 +224,7 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
               batch=None, # None | 'seeds' | 'runs': train cells that differ only in seed (and order) together (`run_group`)
               prefetch=1, # batched groups: steps of data drawn at once
               max_batch=64, # batched groups: at most this many runs in one step
+              compile=False, # batched groups: torch.compile the step
               template=TEMPLATE, progress=True,
              ): # [(cell, summary or {'error': ...})]
     "Run every unfinished cell of one or more grids, resumably, recording failures without stopping."
@@ -247,7 +249,7 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
         chunks = [g[i:i + max_batch] for g in groups.values() for i in range(0, len(g), max_batch)]
         for group in chunks[shard[0]::shard[1]]:
             todo = [c for _, c in group if not finished(c)]
-            try: new = dict(zip([c['out_dir'] for c in todo], run_group(todo, progress, prefetch))) if todo else {}
+            try: new = dict(zip([c['out_dir'] for c in todo], run_group(todo, progress, prefetch, compile))) if todo else {}
             except Exception as e: new = {c['out_dir']: fail(exp, c, e) for exp, c in group if c in todo}
             for _, c in group:
                 results.append((c, new[c['out_dir']] if c['out_dir'] in new else json.loads((Path(c['out_dir']) / 'summary.json').read_text())))
@@ -270,7 +272,7 @@ def run_sweep_parallel(grids, # grid file paths; every worker takes its shard of
                        workers, # number of worker processes
                        engine='python', scale=None,
                        gpus=None, # GPUs to spread the workers over (worker i on GPU i % gpus); None: CPU workers, 1 thread each
-                       batch=None, prefetch=1, # passed on to every worker's `run_sweep`
+                       batch=None, prefetch=1, compile=False, # passed on to every worker's `run_sweep`
                       ): # exit codes of the workers
     "Split sweeps over worker processes: one per GPU, or several CPU workers of one thread each."
     procs = []
@@ -281,11 +283,11 @@ def run_sweep_parallel(grids, # grid file paths; every worker takes its shard of
         cmd = [sys.executable, '-c', 'import sys; from markov_laplace.cli import main; sys.exit(main(sys.argv[1:]))',
                'sweep', *map(str, grids), '--engine', engine, '--shard', f'{i}/{workers}', '--quiet']
         if scale: cmd += ['--scale', scale]
-        if batch: cmd += ['--batch', batch, '--prefetch', str(prefetch)]
+        if batch: cmd += ['--batch', batch, '--prefetch', str(prefetch)] + (['--compile'] if compile else [])
         procs.append(subprocess.Popen(cmd, env=env))
     return [p.wait() for p in procs]
 
-# %% ../nbs/09_runs.ipynb #638649cc
+# %% ../nbs/09_runs.ipynb #e341bf87
 def _flat_config(cfg):
     out = dict(cfg['task']); out.update(cfg['train']); out['preset'] = cfg['preset']
     out.update({f'model.{k}': v for k, v in cfg['model'].items()})
