@@ -7,7 +7,7 @@ __all__ = ['METRICS', 'HOW_FIELDS', 'TASK_KEYS', 'TRAIN_KEYS', 'RUN_DEFAULTS', '
            'environment', 'same_run', 'run_config', 'write_results', 'run_experiment', 'split_params', 'run_markov',
            'run_group', 'run_name', 'grid_cells', 'run_sweep', 'run_sweep_parallel', 'collect', 'histories']
 
-# %% ../nbs/09_runs.ipynb #4cec070f
+# %% ../nbs/09_runs.ipynb #95b5079d
 import itertools
 import json
 import os
@@ -27,7 +27,7 @@ from .models import PRESETS, build, model_config
 from .storage import save_torch, write_csv, write_json
 from .train import TaskConfig, TrainConfig, train
 
-# %% ../nbs/09_runs.ipynb #c7ea8c11
+# %% ../nbs/09_runs.ipynb #6ed5f511
 def repo_root(start='.'):
     "The nearest folder at or above `start` holding settings.ini (the repository), else `start`."
     p = Path(start).resolve()
@@ -42,9 +42,10 @@ def _git_commit():
 def environment(device):
     "Where and with what a run ran."
     return dict(device=torch.cuda.get_device_name(device) if torch.device(device).type == 'cuda' else f'cpu ({platform.machine()})',
-                torch=torch.__version__, python=platform.python_version(), git_commit=_git_commit())
+                torch=torch.__version__, python=platform.python_version(),
+                git_commit=os.environ.get('MARKOV_LAPLACE_COMMIT') or _git_commit())  # the variable: a copy without its .git
 
-# %% ../nbs/09_runs.ipynb #bbe3d27c
+# %% ../nbs/09_runs.ipynb #915b47cd
 METRICS = ['loss', 'laplace_loss', 'oracle_loss', 'gap', 'oracle_gap', 'kl_laplace']
 
 HOW_FIELDS = ('chunk',) # model fields that change how a run is computed, not what: ignored when matching runs
@@ -70,7 +71,7 @@ def write_results(out, model, hist, wall_s, device, **extra):
     write_json(out / 'summary.json', summary)
     return summary
 
-# %% ../nbs/09_runs.ipynb #2dd092f1
+# %% ../nbs/09_runs.ipynb #f3a0ef1a
 def run_experiment(out, # the run directory
                    task, # TaskConfig
                    preset, # model preset name
@@ -93,7 +94,7 @@ def run_experiment(out, # the run directory
     (out / 'ckpt.pt').unlink(missing_ok=True)
     return summary
 
-# %% ../nbs/09_runs.ipynb #3ef3ee34
+# %% ../nbs/09_runs.ipynb #ed70a797
 TASK_KEYS = {f for f in TaskConfig.__dataclass_fields__}
 TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
 RUN_DEFAULTS = dict(preset='mamba', model_overrides={}, out_dir='runs/_scratch/markov')
@@ -113,7 +114,7 @@ def run_markov(progress=True, **params):
     task, preset, over, cfg, out = split_params(params)
     return run_experiment(out, task, preset, over, cfg, progress=progress)
 
-# %% ../nbs/09_runs.ipynb #8ed77991
+# %% ../nbs/09_runs.ipynb #ea81cd09
 BATCH_KEYS = {'seeds': ('seed',), 'runs': ('seed', 'order')} # what may differ between the runs of one batched group
 
 def run_group(cells, # flat parameter dicts (with out_dir) that differ only in seed (and order)
@@ -149,7 +150,7 @@ def run_group(cells, # flat parameter dicts (with out_dir) that differ only in s
     ckpt.unlink(missing_ok=True); members.unlink(missing_ok=True)
     return out
 
-# %% ../nbs/09_runs.ipynb #d2cc471c
+# %% ../nbs/09_runs.ipynb #f2428b49
 def _load_grid(path):
     text = Path(path).read_text()
     if str(path).endswith(('.yml', '.yaml')):
@@ -201,7 +202,7 @@ def grid_cells(grid, # the grid dict
     if len(set(names)) != len(names): _fail('grid', 'cells with distinct varying values', 'duplicate run names')
     return out
 
-# %% ../nbs/09_runs.ipynb #db809dd3
+# %% ../nbs/09_runs.ipynb #04295952
 TEMPLATE = 'nbs/experiments/markov.ipynb'
 
 def _run_papermill(params, template, progress):
@@ -287,7 +288,7 @@ def run_sweep_parallel(grids, # grid file paths; every worker takes its shard of
         procs.append(subprocess.Popen(cmd, env=env))
     return [p.wait() for p in procs]
 
-# %% ../nbs/09_runs.ipynb #e341bf87
+# %% ../nbs/09_runs.ipynb #17df8e69
 def _flat_config(cfg):
     out = dict(cfg['task']); out.update(cfg['train']); out['preset'] = cfg['preset']
     out.update({f'model.{k}': v for k, v in cfg['model'].items()})

@@ -12,6 +12,8 @@ case "${1:-}" in
     shift
     if running; then echo "a sweep is already running"; exit 0; fi
     rm -rf "$REPO"; cp -r . "$REPO"
+    # the device copy's .git is not your HEAD: write it beforehand (git rev-parse HEAD > .commit) to record it in summaries
+    [ -f .commit ] && export MARKOV_LAPLACE_COMMIT=$(cat .commit)
     echo "start $(date -u +%FT%TZ) $*" >> /tmp/sweep.log
     (cd "$REPO" && PYTHONPATH=/tmp/site:$REPO setsid nohup python3 -c \
       "import sys; from markov_laplace.cli import main; sys.exit(main(sys.argv[1:]))" \
