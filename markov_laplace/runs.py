@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['METRICS', 'HOW_FIELDS', 'TASK_KEYS', 'TRAIN_KEYS', 'RUN_DEFAULTS', 'BATCH_KEYS', 'TEMPLATE', 'repo_root',
-           'environment', 'same_run', 'run_config', 'write_results', 'run_experiment', 'split_params', 'run_markov',
-           'run_group', 'run_name', 'grid_cells', 'run_sweep', 'run_sweep_parallel', 'collect', 'histories']
+           'environment', 'same_run', 'check_run_dir', 'run_config', 'write_results', 'run_experiment', 'split_params',
+           'run_markov', 'run_group', 'run_name', 'grid_cells', 'run_sweep', 'run_sweep_parallel', 'collect',
+           'histories']
 
-# %% ../nbs/09_runs.ipynb #95b5079d
+# %% ../nbs/09_runs.ipynb #00790717
 import itertools
 import json
 import os
@@ -27,7 +28,7 @@ from .models import PRESETS, build, model_config
 from .storage import save_torch, write_csv, write_json
 from .train import TaskConfig, TrainConfig, train
 
-# %% ../nbs/09_runs.ipynb #6ed5f511
+# %% ../nbs/09_runs.ipynb #9e3e6685
 def repo_root(start='.'):
     "The nearest folder at or above `start` holding settings.ini (the repository), else `start`."
     p = Path(start).resolve()
@@ -45,7 +46,7 @@ def environment(device):
                 torch=torch.__version__, python=platform.python_version(),
                 git_commit=os.environ.get('MARKOV_LAPLACE_COMMIT') or _git_commit())  # the variable: a copy without its .git
 
-# %% ../nbs/09_runs.ipynb #915b47cd
+# %% ../nbs/09_runs.ipynb #5042ef27
 METRICS = ['loss', 'laplace_loss', 'oracle_loss', 'gap', 'oracle_gap', 'kl_laplace']
 
 HOW_FIELDS = ('chunk',) # model fields that change how a run is computed, not what: ignored when matching runs
@@ -54,6 +55,12 @@ def same_run(a, b):
     "Whether two config.json dicts describe the same run (fields in HOW_FIELDS aside)."
     strip = lambda c: {**c, 'model': {k: v for k, v in c.get('model', {}).items() if k not in HOW_FIELDS}}
     return strip(a) == strip(b)
+
+def check_run_dir(out, config):
+    "Fail when the run directory `out` already holds a run with another config."
+    path = Path(out) / 'config.json'
+    if path.exists() and not same_run(json.loads(path.read_text()), config):
+        raise ValueError(f'{out} holds a run with another config; remove it or choose another directory')
 
 def run_config(task, preset, model, cfg):
     "What config.json holds: the task, the preset, every model field and the training config."
@@ -71,7 +78,7 @@ def write_results(out, model, hist, wall_s, device, **extra):
     write_json(out / 'summary.json', summary)
     return summary
 
-# %% ../nbs/09_runs.ipynb #f3a0ef1a
+# %% ../nbs/09_runs.ipynb #9a7e7862
 def run_experiment(out, # the run directory
                    task, # TaskConfig
                    preset, # model preset name
@@ -84,8 +91,7 @@ def run_experiment(out, # the run directory
     task, cfg = task.validate(), cfg.validate()
     model = build(preset, vocab=task.model_vocab, seed=cfg.seed, **model_overrides)
     config = run_config(task, preset, model, cfg)
-    if (out / 'config.json').exists() and not same_run(json.loads((out / 'config.json').read_text()), config):
-        raise ValueError(f'{out} holds a run with another config; remove it or choose another directory')
+    check_run_dir(out, config)
     if (out / 'summary.json').exists(): return json.loads((out / 'summary.json').read_text())
     write_json(out / 'config.json', config)
     t0 = time.perf_counter()
@@ -94,7 +100,7 @@ def run_experiment(out, # the run directory
     (out / 'ckpt.pt').unlink(missing_ok=True)
     return summary
 
-# %% ../nbs/09_runs.ipynb #ed70a797
+# %% ../nbs/09_runs.ipynb #4fcaf52c
 TASK_KEYS = {f for f in TaskConfig.__dataclass_fields__}
 TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
 RUN_DEFAULTS = dict(preset='mamba', model_overrides={}, out_dir='runs/_scratch/markov')
@@ -114,7 +120,7 @@ def run_markov(progress=True, **params):
     task, preset, over, cfg, out = split_params(params)
     return run_experiment(out, task, preset, over, cfg, progress=progress)
 
-# %% ../nbs/09_runs.ipynb #ea81cd09
+# %% ../nbs/09_runs.ipynb #96238665
 BATCH_KEYS = {'seeds': ('seed',), 'runs': ('seed', 'order')} # what may differ between the runs of one batched group
 
 def run_group(cells, # flat parameter dicts (with out_dir) that differ only in seed (and order)
@@ -132,10 +138,8 @@ def run_group(cells, # flat parameter dicts (with out_dir) that differ only in s
     models = [build(preset, vocab=p[0].model_vocab, seed=p[3].seed, **over) for p in parts]
     configs = [run_config(p[0], preset, m, p[3]) for m, p in zip(models, parts)]
     for p, config in zip(parts, configs):
-        old = Path(p[4]) / 'config.json'
-        if old.exists() and not same_run(json.loads(old.read_text()), config):
-            raise ValueError(f'{p[4]} holds a run with another config; remove it or choose another directory')
-        write_json(old, config)
+        check_run_dir(p[4], config)
+        write_json(Path(p[4]) / 'config.json', config)
     names = [str(Path(p[4]).relative_to(Path(p[4]).parent.parent)) for p in parts]
     ckpt, members = Path(parts[0][4]) / 'ckpt-group.pt', Path(parts[0][4]) / 'ckpt-group.json'
     if ckpt.exists() and (not members.exists() or json.loads(members.read_text()) != dict(runs=names, prefetch=prefetch)):
@@ -150,7 +154,7 @@ def run_group(cells, # flat parameter dicts (with out_dir) that differ only in s
     ckpt.unlink(missing_ok=True); members.unlink(missing_ok=True)
     return out
 
-# %% ../nbs/09_runs.ipynb #f2428b49
+# %% ../nbs/09_runs.ipynb #e454fc62
 def _load_grid(path):
     text = Path(path).read_text()
     if str(path).endswith(('.yml', '.yaml')):
@@ -202,7 +206,7 @@ def grid_cells(grid, # the grid dict
     if len(set(names)) != len(names): _fail('grid', 'cells with distinct varying values', 'duplicate run names')
     return out
 
-# %% ../nbs/09_runs.ipynb #04295952
+# %% ../nbs/09_runs.ipynb #65a62de4
 TEMPLATE = 'nbs/experiments/markov.ipynb'
 
 def _run_papermill(params, template, progress):
@@ -288,7 +292,7 @@ def run_sweep_parallel(grids, # grid file paths; every worker takes its shard of
         procs.append(subprocess.Popen(cmd, env=env))
     return [p.wait() for p in procs]
 
-# %% ../nbs/09_runs.ipynb #17df8e69
+# %% ../nbs/09_runs.ipynb #f0f8643d
 def _flat_config(cfg):
     out = dict(cfg['task']); out.update(cfg['train']); out['preset'] = cfg['preset']
     out.update({f'model.{k}': v for k, v in cfg['model'].items()})

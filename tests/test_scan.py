@@ -99,27 +99,15 @@ def test_mamba_ssm_backend_fails_clearly_without_cuda(gen):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize('length', [64, 100, 512])
-def test_ssd_mamba_ssm_matches_torch(length):
+@pytest.mark.parametrize('scan', ['ssd', 's6'])
+def test_mamba_ssm_matches_torch(scan, length):
     g = torch.Generator().manual_seed(length)
-    args = _ssd_inputs(g, b=4, l=length, h=2, p=16, n=8, device='cuda')
-    y_ref = ssd_scan(*args, backend='torch')
-    y = ssd_scan(*args, backend='mamba_ssm')
+    if scan == 'ssd': fn, args = ssd_scan, _ssd_inputs(g, b=4, l=length, h=2, p=16, n=8, device='cuda')
+    else: fn, args = s6_scan, _s6_inputs(g, b=4, l=length, d=16, n=8, device='cuda')
+    y_ref = fn(*args, backend='torch')
+    y = fn(*args, backend='mamba_ssm')
     assert _rel(y, y_ref) <= 3e-3, _rel(y, y_ref)
     w = torch.randn(y.shape, generator=g).cuda()
-    for a, b in zip(_grads(lambda *a: ssd_scan(*a, backend='mamba_ssm'), args, w),
-                    _grads(lambda *a: ssd_scan(*a, backend='torch'), args, w)):
-        assert _rel(a, b) <= 3e-3, _rel(a, b)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize('length', [64, 100, 512])
-def test_s6_mamba_ssm_matches_torch(length):
-    g = torch.Generator().manual_seed(length)
-    args = _s6_inputs(g, b=4, l=length, d=16, n=8, device='cuda')
-    y_ref = s6_scan(*args, backend='torch')
-    y = s6_scan(*args, backend='mamba_ssm')
-    assert _rel(y, y_ref) <= 3e-3, _rel(y, y_ref)
-    w = torch.randn(y.shape, generator=g).cuda()
-    for a, b in zip(_grads(lambda *a: s6_scan(*a, backend='mamba_ssm'), args, w),
-                    _grads(lambda *a: s6_scan(*a, backend='torch'), args, w)):
+    for a, b in zip(_grads(lambda *a: fn(*a, backend='mamba_ssm'), args, w),
+                    _grads(lambda *a: fn(*a, backend='torch'), args, w)):
         assert _rel(a, b) <= 3e-3, _rel(a, b)
