@@ -56,4 +56,4 @@ clean-venv:
 ## see GPU.md for the setup). Times the samplers, add-β and the training step per backend on CUDA.
 bench-gpu:
 	. tools/gpu_env.sh; python3 -c "import sys; from markov_laplace.cli import main; sys.exit(main(sys.argv[1:]))" \
-	  bench --device cuda --repeat 50 --backends torch mamba_ssm --runs 8 32 --compiled
+	  bench --device cuda --repeat 50 --backends torch mamba_ssm --runs 8 32 64 --compiled

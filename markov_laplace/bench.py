@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['time_ms', 'bench_data', 'machine_description', 'bench_model']
 
-# %% ../nbs/90_bench.ipynb #73b90fa1
+# %% ../nbs/90_bench.ipynb #d5e92d54
 import platform
 import statistics
 import time
@@ -20,7 +20,7 @@ from .models import build
 from .train import TaskConfig, TrainConfig, _autocast, make_optimizer, sample_task
 from .batched import BatchedTrainer
 
-# %% ../nbs/90_bench.ipynb #a4d29b53
+# %% ../nbs/90_bench.ipynb #1b6b68e9
 def time_ms(fn, # the work to time, called with no arguments
             repeat=20, # timed calls; the median is reported
             warmup=3, # untimed calls first (allocations, caches, compilation)
@@ -36,7 +36,7 @@ def time_ms(fn, # the work to time, called with no arguments
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
-# %% ../nbs/90_bench.ipynb #cc6ac268
+# %% ../nbs/90_bench.ipynb #5843484f
 def bench_data(repeat=20, # timed calls per row
                device='cpu',
                seed=0,
@@ -61,15 +61,15 @@ def bench_data(repeat=20, # timed calls per row
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df
 
-# %% ../nbs/90_bench.ipynb #01a5e565
+# %% ../nbs/90_bench.ipynb #d7685d5b
 def machine_description(device='cpu'):
     "A one-line description of where a benchmark ran."
     if torch.device(device).type == 'cuda': return torch.cuda.get_device_name(device)
     return f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}'
 
-# %% ../nbs/90_bench.ipynb #c615b1bc
+# %% ../nbs/90_bench.ipynb #01786ff8
 def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=(), prefetch=50,
-                compiled=False, # also time the largest R with the step compiled (torch.compile; tens of seconds to compile)
+                compiled=False, # also time each of those training-step rows with the step compiled (torch.compile; tens of seconds each)
                ):
     "Milliseconds per forward+backward and per training step (data included) of the main configuration; `runs`: batch sizes R of batched runs."
     rows, x = [], None
@@ -102,7 +102,8 @@ def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=(), p
             else:
                 add(f'mamba training step, data included, eager ({backend})', w, time_ms(train_step, repeat, 3, device), None)
     steps = max(prefetch, 10)  # timed in blocks of whole prefetch periods: the sampler calls are included
-    variants = [(R, False) for R in ((1, *runs) if cuda else runs)] + [(R, True) for R in (runs[-1:] if compiled else ())]
+    sizes = (1, *runs) if cuda else tuple(runs)
+    variants = [(R, False) for R in sizes] + [(R, True) for R in (sizes if compiled else ())]
     for R, comp in variants:
         tr = BatchedTrainer([build('mamba', d_conv=5, seed=s) for s in range(R)], task, cfg, list(range(R)), prefetch=prefetch,
                             compile=comp)

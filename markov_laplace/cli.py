@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['FLOOR_SETTINGS', 'run_floors', 'retrain', 'quick_report', 'main']
 
-# %% ../nbs/99_cli.ipynb #39d5de90
+# %% ../nbs/99_cli.ipynb #48fb8f06
 import argparse
 import time
 from pathlib import Path
@@ -20,7 +20,7 @@ from .estimators import bayes_risk_table, tracking_frame
 from .runs import collect, repo_root, run_sweep, run_sweep_parallel
 from .storage import save_figure, write_csv, write_json
 
-# %% ../nbs/99_cli.ipynb #7546dc24
+# %% ../nbs/99_cli.ipynb #f6aa5d51
 FLOOR_SETTINGS = [(k, 2, T) for T in (256, 512) for k in (1, 2, 3, 4)] + [(1, S, 1024) for S in (2, 4, 6, 8)]
 
 def run_floors(out='runs/floors', # output directory
@@ -48,7 +48,7 @@ def run_floors(out='runs/floors', # output directory
                                           torch=torch.__version__, device='cpu'))
     return table
 
-# %% ../nbs/99_cli.ipynb #0c22ffbb
+# %% ../nbs/99_cli.ipynb #7adf4686
 def retrain(grid):
     "Remove the finished runs of a grid, so that the next sweep trains them again (interrupted ones resume)."
     import shutil
@@ -74,7 +74,7 @@ def quick_report(experiment='quick', root=None):
     plt.close(fig)
     return tab
 
-# %% ../nbs/99_cli.ipynb #23989be5
+# %% ../nbs/99_cli.ipynb #0576e5de
 def _parser():
     p = argparse.ArgumentParser(prog='markov-laplace', description=__doc__)
     sub = p.add_subparsers(dest='command', required=True)
@@ -108,7 +108,7 @@ def _parser():
     m.add_argument('--out', default=None, help='also write the table as CSV here')
     m.add_argument('--backends', nargs='+', default=['torch'], help="model backends to time: torch, mamba_ssm (CUDA)")
     m.add_argument('--runs', type=int, nargs='*', default=[], help='also time R runs batched in one step, for each R given')
-    m.add_argument('--compiled', action='store_true', help='also time the largest R with the step compiled (torch.compile)')
+    m.add_argument('--compiled', action='store_true', help='also time each training step compiled (torch.compile)')
     return p
 
 _COLS = ['order', 'vocab', 'length', 'laplace_loss', 'oracle_loss', 'oracle_gap', 'oracle_gap_ci', 'paper_oracle_gap']

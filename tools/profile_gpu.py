@@ -2,6 +2,7 @@
 
     python3 tools/profile_gpu.py [R] [preset]        # profile table of R runs sharing an eager step
     python3 tools/profile_gpu.py chunks [R]           # graphed step time for chunk lengths 16, 32, 64
+    python3 tools/profile_gpu.py parts [R]            # compiled step: data vs step, R and 2R runs, profile table
 """
 import sys
 
@@ -22,6 +23,25 @@ if sys.argv[1:2] == ['chunks']:
         tr = BatchedTrainer([model('mamba', s, chunk=chunk) for s in range(R)], task, cfg, list(range(R)), prefetch=50)
         ms = time_ms(lambda: [tr.step() for _ in range(50)], 3, 1, 'cuda') / 50
         print(f'R={R} chunk={chunk}: {ms:.3f} ms per step, {ms / R:.3f} ms per run-step')
+elif sys.argv[1:2] == ['parts']:
+    R = int(sys.argv[2]) if len(sys.argv) > 2 else 32
+    for data in ('per_run', 'joint'):  # what drawing 50 steps of data costs, per step
+        tr = BatchedTrainer([model('mamba', s) for s in range(R)], task, cfg, list(range(R)), data=data, prefetch=50, graph=False)
+        print(f'R={R} data={data}: {time_ms(tr._draw, 5, 2, "cuda") / 50:.3f} ms per step for the data', flush=True)
+    for n in (R, 2 * R):  # the compiled, graphed step alone (replays on fixed tokens) and with its data
+        tr = BatchedTrainer([model('mamba', s) for s in range(n)], task, cfg, list(range(n)), prefetch=50, compile=True)
+        for _ in range(5): tr.step()
+        replay = time_ms(lambda: [tr._graph.replay() for _ in range(50)], 5, 1, 'cuda') / 50
+        full = time_ms(lambda: [tr.step() for _ in range(50)], 5, 1, 'cuda') / 50
+        print(f'R={n} compiled+graph: replay {replay:.3f} ms ({replay / n:.4f} per run), step with data {full:.3f} ms '
+              f'({full / n:.4f} per run)', flush=True)
+    tr = BatchedTrainer([model('mamba', s) for s in range(R)], task, cfg, list(range(R)), prefetch=10, graph=False, compile=True)
+    for _ in range(5): tr.step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as p:
+        for _ in range(3): tr.step()
+        torch.cuda.synchronize()
+    print(p.key_averages().table(sort_by='self_cuda_time_total', row_limit=40, max_name_column_width=90))
 else:
     R = int(sys.argv[1]) if len(sys.argv) > 1 else 32
     preset = sys.argv[2] if len(sys.argv) > 2 else 'mamba'
