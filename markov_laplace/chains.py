@@ -7,7 +7,7 @@ __all__ = ['SCAN_BUDGET', 'check_order', 'check_vocab', 'check_beta', 'check_len
            'check_tokens', 'check_kernels', 'context_index', 'dirichlet_kernels', 'sample_chains', 'holdout_kernels',
            'SwitchingChains', 'sample_switching']
 
-# %% ../nbs/00_chains.ipynb #0ac5edf1
+# %% ../nbs/00_chains.ipynb #f245c59f
 import dataclasses
 import json
 import math
@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-# %% ../nbs/00_chains.ipynb #a6b01501
+# %% ../nbs/00_chains.ipynb #161cd504
 def _fail(name, allowed, got):
     raise ValueError(f"`{name}` must be {allowed}; got {got!r}")
 
@@ -47,7 +47,7 @@ def check_p_switch(p_switch):
     if not (isinstance(p_switch, (int, float)) and not isinstance(p_switch, bool) and 0 <= p_switch < 1):
         _fail('p_switch', 'a number in [0, 1)', p_switch)
 
-# %% ../nbs/00_chains.ipynb #e9311b5e
+# %% ../nbs/00_chains.ipynb #350d2cfe
 class Config:
     "Mixin for flat dataclass configs: dict and JSON round trips through `validate`."
     def validate(self): return self
@@ -61,7 +61,7 @@ class Config:
     @classmethod
     def from_json(cls, s): return cls.from_dict(json.loads(s))
 
-# %% ../nbs/00_chains.ipynb #716ed629
+# %% ../nbs/00_chains.ipynb #c739ec8c
 def check_tokens(tokens, vocab, name='tokens'):
     "Raise unless `tokens` is an integer tensor `(B, T)` with values in `[0, vocab)`."
     if not isinstance(tokens, torch.Tensor): _fail(name, 'a torch.LongTensor of shape (B, T)', type(tokens))
@@ -70,7 +70,7 @@ def check_tokens(tokens, vocab, name='tokens'):
     if tokens.numel() and (tokens.min() < 0 or tokens.max() >= vocab):
         _fail(f'{name} values', f'in [0, {vocab})', (tokens.min().item(), tokens.max().item()))
 
-# %% ../nbs/00_chains.ipynb #1b3e00f3
+# %% ../nbs/00_chains.ipynb #2c8e147d
 def check_kernels(kernels, name='kernels'):
     "Check a `(n, S**k, S)` stack of transition kernels and return its `(order, vocab)`."
     if not isinstance(kernels, torch.Tensor) or not kernels.is_floating_point():
@@ -86,7 +86,7 @@ def check_kernels(kernels, name='kernels'):
         _fail(f'{name} rows', f'non-negative and summing to 1 (within {tol})', 'rows that do not')
     return order, vocab
 
-# %% ../nbs/00_chains.ipynb #269e0dfd
+# %% ../nbs/00_chains.ipynb #57058282
 def context_index(tokens, # (B, T) tokens in [0, vocab)
                   order, # k, the number of symbols in a context
                   vocab=2, # S, the alphabet size
@@ -100,7 +100,7 @@ def context_index(tokens, # (B, T) tokens in [0, vocab)
     ctx[:, :order - 1] = -1
     return ctx
 
-# %% ../nbs/00_chains.ipynb #632a22dc
+# %% ../nbs/00_chains.ipynb #4a95499d
 def dirichlet_kernels(n, # number of kernels, one per sequence
                       order, # k, the Markov order
                       vocab=2, # S, the alphabet size
@@ -115,7 +115,7 @@ def dirichlet_kernels(n, # number of kernels, one per sequence
     g = torch._standard_gamma(alpha, generator=generator)
     return (g / g.sum(-1, keepdim=True)).to(dtype)
 
-# %% ../nbs/00_chains.ipynb #f520ae3d
+# %% ../nbs/00_chains.ipynb #924a824e
 def _walk_loop(F, s0):
     "Apply the per-position maps `F (n, L, M)` in order from states `s0 (n,)`: one step per position."
     states, s = [], s0
@@ -132,7 +132,7 @@ def _walk_scan(F, s0):
         d *= 2
     return G.gather(2, s0[:, None, None].expand(-1, L, 1)).squeeze(2)
 
-# %% ../nbs/00_chains.ipynb #47ec443a
+# %% ../nbs/00_chains.ipynb #61ebbf55
 def _inverse_cdf(cdf, u):
     "Token drawn by inverse CDF: count of cumulative sums `cdf (..., S)` that are <= `u (...)`."
     return (u[..., None] >= cdf).sum(-1)
@@ -151,26 +151,30 @@ def _resolve_method(method, size):
     if method == 'auto': return 'scan' if size <= SCAN_BUDGET else 'loop'
     return method
 
-# %% ../nbs/00_chains.ipynb #0a3d280f
+# %% ../nbs/00_chains.ipynb #d5c873a7
 def sample_chains(kernels, # (n, S**k, S) one transition kernel per sequence
                   length, # T, tokens per sequence (> k)
                   *, generator=None, # torch.Generator for every draw
-                  method='auto', # 'loop' or 'scan' (identical tokens); 'auto': scan unless too large
+                  method='auto', # 'loop' or 'scan' (identical tokens); 'auto': scan unless too large (see above)
                  ): # (n, T) LongTensor
     "Sample one order-k chain per kernel: k uniform tokens, then `P(x_t | x_{t-k..t-1})`."
     order, vocab = check_kernels(kernels)
     check_length(length, order)
     n, K, S = kernels.shape
-    method = _resolve_method(method, n * length * K * S)
+    per_row = length * K * S  # the scan's intermediate per sequence; a GPU scans in passes, a CPU loops a large draw
+    method = _resolve_method(method, per_row if kernels.device.type == 'cuda' else n * per_row)
     cdf = _row_cdf(kernels)
     u = torch.rand(n, length, generator=generator, device=kernels.device, dtype=kernels.dtype)
     first = torch.randint(S, (n, order), generator=generator, device=kernels.device)
     c = context_index(first, order, S)[:, -1]  # (n,) context after the first k tokens
     u = u[:, order:]  # (n, L) one uniform per remaining position
     shift = torch.arange(K, device=kernels.device) * S % K  # (K,) context with its oldest symbol dropped
-    if method == 'scan':
-        F = shift + _inverse_cdf(cdf[:, None], u[:, :, None])  # (n, L, K) next context from each context
-        rest = _walk_scan(F, c) % S
+    if method == 'scan':  # in passes of `rows` sequences: (rows, L, K, S) within the budget
+        rows, parts = max(1, SCAN_BUDGET // (u.shape[1] * K * S)), []
+        for i in range(0, n, rows):
+            F = shift + _inverse_cdf(cdf[i:i + rows, None], u[i:i + rows, :, None])  # (rows, L, K) next context from each
+            parts.append(_walk_scan(F, c[i:i + rows]))
+        rest = torch.cat(parts) % S
     else:
         flat, base, rest = cdf.reshape(n * K, S), torch.arange(n, device=kernels.device) * K, []
         for t in range(u.shape[1]):
@@ -180,7 +184,7 @@ def sample_chains(kernels, # (n, S**k, S) one transition kernel per sequence
         rest = torch.stack(rest, 1)
     return torch.cat([first, rest], 1)
 
-# %% ../nbs/00_chains.ipynb #1963a20b
+# %% ../nbs/00_chains.ipynb #3af3d710
 def holdout_kernels(n, # number of kernels
                     low=0.0, # smallest switching probability
                     high=0.5, # largest switching probability
@@ -195,13 +199,13 @@ def holdout_kernels(n, # number of kernels
     return torch.stack([torch.stack([stay[:, 0], flip[:, 0]], -1),
                         torch.stack([flip[:, 1], stay[:, 1]], -1)], 1)
 
-# %% ../nbs/00_chains.ipynb #408d0d55
+# %% ../nbs/00_chains.ipynb #684847fd
 class SwitchingChains(NamedTuple):
     tokens: torch.Tensor # (n, T) tokens in [0, S], S = the switch symbol
     kernels: torch.Tensor # (n, n_segments, S**k, S) the kernel of each segment
     segments: torch.Tensor # (n, T) the segment of every position (switch tokens open a segment)
 
-# %% ../nbs/00_chains.ipynb #3efbc8db
+# %% ../nbs/00_chains.ipynb #c04bd0c9
 def sample_switching(n, # number of sequences
                      length, # T, tokens per sequence
                      order=1, # k, the Markov order inside a segment

@@ -18,6 +18,20 @@ def test_loop_and_scan_walks_agree(order, vocab, gen):
     assert a.min() >= 0 and a.max() < vocab
 
 
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
+def test_scan_in_passes_equals_the_loop(monkeypatch, device):
+    "A draw larger than SCAN_BUDGET runs the scan in passes of rows, token for token the loop's draw."
+    import markov_laplace.chains as chains
+    P = dirichlet_kernels(50, 4, 2, generator=torch.Generator(device).manual_seed(0), device=device)
+    draw = lambda **kw: sample_chains(P, 64, generator=torch.Generator(device).manual_seed(3), **kw)
+    loop = draw(method='loop')
+    monkeypatch.setattr(chains, 'SCAN_BUDGET', 60 * 16 * 2 * 7)  # 7 sequences per pass
+    assert torch.equal(draw(method='scan'), loop)  # 8 passes
+    if device == 'cuda': assert torch.equal(draw(), loop)  # 'auto' scans in passes on a GPU
+    monkeypatch.setattr(chains, 'SCAN_BUDGET', 10)  # not even one sequence fits: 'auto' walks the loop
+    assert torch.equal(draw(), loop)
+
+
 def test_same_seed_same_numbers():
     draw = lambda s: sample_chains(dirichlet_kernels(4, 2, generator=torch.Generator().manual_seed(s)), 64,
                                    generator=torch.Generator().manual_seed(s))
