@@ -3,6 +3,7 @@
     python3 tools/profile_gpu.py [R] [preset]        # profile table of R runs sharing an eager step
     python3 tools/profile_gpu.py chunks [R]           # graphed step time for chunk lengths 16, 32, 64
     python3 tools/profile_gpu.py parts [R]            # compiled step: data vs step, R and 2R runs, profile table
+    python3 tools/profile_gpu.py presets [R]          # eager against compiled graphed step: mamba, 1- and 2-layer transformer
 """
 import sys
 
@@ -23,6 +24,14 @@ if sys.argv[1:2] == ['chunks']:
         tr = BatchedTrainer([model('mamba', s, chunk=chunk) for s in range(R)], task, cfg, list(range(R)), prefetch=50)
         ms = time_ms(lambda: [tr.step() for _ in range(50)], 3, 1, 'cuda') / 50
         print(f'R={R} chunk={chunk}: {ms:.3f} ms per step, {ms / R:.3f} ms per run-step')
+elif sys.argv[1:2] == ['presets']:
+    R = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+    for preset, over in (('mamba', {}), ('transformer', {'n_layers': 1}), ('transformer', {'n_layers': 2})):
+        for comp in (False, True):
+            tr = BatchedTrainer([model(preset, s, **over) for s in range(R)], task, cfg, list(range(R)), prefetch=50, compile=comp)
+            ms = time_ms(lambda: [tr.step() for _ in range(50)], 5, 1, 'cuda') / 50
+            print(f'{preset} {over} R={R} {"compiled" if comp else "eager"} + graph: {ms:.3f} ms per step, {ms / R:.4f} per run-step',
+                  flush=True)
 elif sys.argv[1:2] == ['parts']:
     R = int(sys.argv[2]) if len(sys.argv) > 2 else 32
     for data in ('per_run', 'joint'):  # what drawing 50 steps of data costs, per step
