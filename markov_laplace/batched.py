@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['BatchedTrainer', 'train_batched']
 
-# %% ../nbs/11_batched.ipynb #15761705
+# %% ../nbs/11_batched.ipynb #e19abf24
 import math
 from pathlib import Path
 
@@ -18,14 +18,14 @@ from .chains import _fail
 from .storage import save_torch
 from .train import Evaluator, _autocast, adamw, decay_names, lr_at, sample_task
 
-# %% ../nbs/11_batched.ipynb #cd00436a
+# %% ../nbs/11_batched.ipynb #c9967aa5
 def _clip_per_run(grads, max_norm):
     "Scale each run's gradients (leading axis) so that its global norm is at most max_norm."
     sq = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())  # (R,)
     coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
     return {k: g * coef.view(-1, *[1] * (g.dim() - 1)) for k, g in grads.items()}
 
-# %% ../nbs/11_batched.ipynb #3f226cc4
+# %% ../nbs/11_batched.ipynb #042f73b5
 class BatchedTrainer:
     "R runs of one architecture as one set of stacked parameters: `step()` trains all of them once."
     def __init__(self, models, # R models of one architecture (their initial weights differ by seed)
@@ -156,7 +156,7 @@ class BatchedTrainer:
             for n, p in m.named_parameters(): p.copy_(self.params[n][r])
         return self.models
 
-# %% ../nbs/11_batched.ipynb #8827c693
+# %% ../nbs/11_batched.ipynb #87b4891b
 def train_batched(models, tasks, cfg, seeds, *, data='per_run', prefetch=1, graph='auto', compile=False, evaluators=None, progress=True,
                   ckpt=None, # a checkpoint file, written at every evaluation; an interrupted call resumes from it
                   callback=None, # called as callback(step) after every step

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['time_ms', 'bench_data', 'machine_description', 'bench_model']
 
-# %% ../nbs/90_bench.ipynb #d5e92d54
+# %% ../nbs/90_bench.ipynb #04cdfb61
 import platform
 import statistics
 import time
@@ -20,7 +20,7 @@ from .models import build
 from .train import TaskConfig, TrainConfig, _autocast, make_optimizer, sample_task
 from .batched import BatchedTrainer
 
-# %% ../nbs/90_bench.ipynb #1b6b68e9
+# %% ../nbs/90_bench.ipynb #e91a34fe
 def time_ms(fn, # the work to time, called with no arguments
             repeat=20, # timed calls; the median is reported
             warmup=3, # untimed calls first (allocations, caches, compilation)
@@ -36,7 +36,7 @@ def time_ms(fn, # the work to time, called with no arguments
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
-# %% ../nbs/90_bench.ipynb #5843484f
+# %% ../nbs/90_bench.ipynb #da9375f4
 def bench_data(repeat=20, # timed calls per row
                device='cpu',
                seed=0,
@@ -61,13 +61,13 @@ def bench_data(repeat=20, # timed calls per row
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df
 
-# %% ../nbs/90_bench.ipynb #d7685d5b
+# %% ../nbs/90_bench.ipynb #7c2a2ace
 def machine_description(device='cpu'):
     "A one-line description of where a benchmark ran."
     if torch.device(device).type == 'cuda': return torch.cuda.get_device_name(device)
     return f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}'
 
-# %% ../nbs/90_bench.ipynb #01786ff8
+# %% ../nbs/90_bench.ipynb #595b8aec
 def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=(), prefetch=50,
                 compiled=False, # also time each of those training-step rows with the step compiled (torch.compile; tens of seconds each)
                ):

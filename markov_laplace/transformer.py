@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['TransformerConfig', 'causal_attention', 'Attention', 'TransformerBlock', 'TransformerLM']
 
-# %% ../nbs/04_transformer.ipynb #c38ebf1e
+# %% ../nbs/04_transformer.ipynb #c8edb97a
 import math
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .chains import Config, _fail, check_tokens
 from .mamba import Embedding, LayerNorm, upcast
 
-# %% ../nbs/04_transformer.ipynb #b7f996bd
+# %% ../nbs/04_transformer.ipynb #1acde4db
 @dataclass
 class TransformerConfig(Config):
     vocab: int = 2 # S
@@ -40,7 +40,7 @@ class TransformerConfig(Config):
         if self.d_model % self.n_heads: _fail('n_heads', f'a divisor of d_model = {self.d_model}', self.n_heads)
         return self
 
-# %% ../nbs/04_transformer.ipynb #1e367288
+# %% ../nbs/04_transformer.ipynb #74ee0103
 def _explicit_causal_attention(q, k, v): # (..., T, dh)
     T = q.shape[-2]
     s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
@@ -54,7 +54,7 @@ def causal_attention(q, k, v):
         return _explicit_causal_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
-# %% ../nbs/04_transformer.ipynb #63e42044
+# %% ../nbs/04_transformer.ipynb #23797a29
 class Attention(nn.Module):
     def __init__(self, c: TransformerConfig):
         super().__init__()
@@ -88,7 +88,7 @@ class TransformerBlock(nn.Module):
         h = h + self.attn(self.ln1(h))
         return h + self.mlp(self.ln2(h))
 
-# %% ../nbs/04_transformer.ipynb #95f5db84
+# %% ../nbs/04_transformer.ipynb #81a9a592
 class TransformerLM(nn.Module):
     "GPT-2 style language model; `log_probs(tokens) -> (B, T, vocab)`."
     def __init__(self, config: TransformerConfig, generator: Optional[torch.Generator] = None):
