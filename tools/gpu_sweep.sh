@@ -27,6 +27,7 @@ case "${1:-}" in
     echo $! > "$PID"
     echo "started: $* (pid $(cat "$PID"))";;
   wait)
+    if [ ! -f "$MARK" ]; then echo "no sweep was started on this machine (a fresh one?): run start again"; exit 1; fi
     t0=$(date +%s); limit=${2:-540}
     while [ $(( $(date +%s) - t0 )) -lt "$limit" ] && running; do sleep 5; done
     echo "$(date -u +%FT%TZ) running=$(running && echo yes || echo no)" >> /tmp/sweep.log
