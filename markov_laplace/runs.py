@@ -8,7 +8,7 @@ __all__ = ['METRICS', 'HOW_FIELDS', 'TASK_KEYS', 'TRAIN_KEYS', 'RUN_DEFAULTS', '
            'run_markov', 'run_group', 'run_name', 'grid_cells', 'run_sweep', 'run_sweep_parallel', 'collect',
            'histories']
 
-# %% ../nbs/09_runs.ipynb #00790717
+# %% ../nbs/09_runs.ipynb #c63bdf2b
 import itertools
 import json
 import os
@@ -28,7 +28,7 @@ from .models import PRESETS, build, model_config
 from .storage import save_torch, write_csv, write_json
 from .train import TaskConfig, TrainConfig, train
 
-# %% ../nbs/09_runs.ipynb #9e3e6685
+# %% ../nbs/09_runs.ipynb #760aa3ba
 def repo_root(start='.'):
     "The nearest folder at or above `start` holding settings.ini (the repository), else `start`."
     p = Path(start).resolve()
@@ -46,7 +46,7 @@ def environment(device):
                 torch=torch.__version__, python=platform.python_version(),
                 git_commit=os.environ.get('MARKOV_LAPLACE_COMMIT') or _git_commit())  # the variable: a copy without its .git
 
-# %% ../nbs/09_runs.ipynb #5042ef27
+# %% ../nbs/09_runs.ipynb #4743d091
 METRICS = ['loss', 'laplace_loss', 'oracle_loss', 'gap', 'oracle_gap', 'kl_laplace']
 
 HOW_FIELDS = ('chunk',) # model fields that change how a run is computed, not what: ignored when matching runs
@@ -78,7 +78,7 @@ def write_results(out, model, hist, wall_s, device, **extra):
     write_json(out / 'summary.json', summary)
     return summary
 
-# %% ../nbs/09_runs.ipynb #9a7e7862
+# %% ../nbs/09_runs.ipynb #0059e890
 def run_experiment(out, # the run directory
                    task, # TaskConfig
                    preset, # model preset name
@@ -100,7 +100,7 @@ def run_experiment(out, # the run directory
     (out / 'ckpt.pt').unlink(missing_ok=True)
     return summary
 
-# %% ../nbs/09_runs.ipynb #4fcaf52c
+# %% ../nbs/09_runs.ipynb #bd302196
 TASK_KEYS = {f for f in TaskConfig.__dataclass_fields__}
 TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
 RUN_DEFAULTS = dict(preset='mamba', model_overrides={}, out_dir='runs/_scratch/markov')
@@ -120,7 +120,7 @@ def run_markov(progress=True, **params):
     task, preset, over, cfg, out = split_params(params)
     return run_experiment(out, task, preset, over, cfg, progress=progress)
 
-# %% ../nbs/09_runs.ipynb #96238665
+# %% ../nbs/09_runs.ipynb #a3ffbf75
 BATCH_KEYS = {'seeds': ('seed',), 'runs': ('seed', 'order')} # what may differ between the runs of one batched group
 
 def run_group(cells, # flat parameter dicts (with out_dir) that differ only in seed (and order)
@@ -150,11 +150,11 @@ def run_group(cells, # flat parameter dicts (with out_dir) that differ only in s
                                   compile=compile, progress=progress, ckpt=ckpt)
     wall = time.perf_counter() - t0
     out = [write_results(p[4], m, h, wall / len(parts), cfg.resolved_device(), batched_with=names, batched_prefetch=prefetch,
-                         group_wall_s=wall) for p, m, h in zip(parts, models, hists)]
+                         batched_compiled=bool(compile), group_wall_s=wall) for p, m, h in zip(parts, models, hists)]
     ckpt.unlink(missing_ok=True); members.unlink(missing_ok=True)
     return out
 
-# %% ../nbs/09_runs.ipynb #e454fc62
+# %% ../nbs/09_runs.ipynb #29a891ff
 def _load_grid(path):
     text = Path(path).read_text()
     if str(path).endswith(('.yml', '.yaml')):
@@ -206,7 +206,7 @@ def grid_cells(grid, # the grid dict
     if len(set(names)) != len(names): _fail('grid', 'cells with distinct varying values', 'duplicate run names')
     return out
 
-# %% ../nbs/09_runs.ipynb #65a62de4
+# %% ../nbs/09_runs.ipynb #95c7b7b4
 TEMPLATE = 'nbs/experiments/markov.ipynb'
 
 def _run_papermill(params, template, progress):
@@ -292,7 +292,7 @@ def run_sweep_parallel(grids, # grid file paths; every worker takes its shard of
         procs.append(subprocess.Popen(cmd, env=env))
     return [p.wait() for p in procs]
 
-# %% ../nbs/09_runs.ipynb #f0f8643d
+# %% ../nbs/09_runs.ipynb #fab451c3
 def _flat_config(cfg):
     out = dict(cfg['task']); out.update(cfg['train']); out['preset'] = cfg['preset']
     out.update({f'model.{k}': v for k, v in cfg['model'].items()})
