@@ -161,7 +161,7 @@ def sample_chains(kernels, # (n, S**k, S) one transition kernel per sequence
     order, vocab = check_kernels(kernels)
     check_length(length, order)
     n, K, S = kernels.shape
-    per_row = length * K * S  # the scan's intermediate per sequence; a GPU scans in passes, a CPU loops a large draw
+    per_row = (length - order) * K * S  # the scan's intermediate per sequence; a GPU scans in passes, a CPU loops a large draw
     method = _resolve_method(method, per_row if kernels.device.type == 'cuda' else n * per_row)
     cdf = _row_cdf(kernels)
     u = torch.rand(n, length, generator=generator, device=kernels.device, dtype=kernels.dtype)
@@ -170,7 +170,7 @@ def sample_chains(kernels, # (n, S**k, S) one transition kernel per sequence
     u = u[:, order:]  # (n, L) one uniform per remaining position
     shift = torch.arange(K, device=kernels.device) * S % K  # (K,) context with its oldest symbol dropped
     if method == 'scan':  # in passes of `rows` sequences: (rows, L, K, S) within the budget
-        rows, parts = max(1, SCAN_BUDGET // (u.shape[1] * K * S)), []
+        rows, parts = max(1, SCAN_BUDGET // per_row), []
         for i in range(0, n, rows):
             F = shift + _inverse_cdf(cdf[i:i + rows, None], u[i:i + rows, :, None])  # (rows, L, K) next context from each
             parts.append(_walk_scan(F, c[i:i + rows]))

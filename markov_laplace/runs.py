@@ -245,6 +245,7 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
         print(f"FAILED {cell['out_dir']}: {res['error']}", file=sys.stderr)
         return res
     finished = lambda cell: (Path(cell['out_dir']) / 'summary.json').exists()
+    summary = lambda cell: json.loads((Path(cell['out_dir']) / 'summary.json').read_text())
     if batch is not None and batch not in BATCH_KEYS: _fail('batch', 'None | ' + ' | '.join(BATCH_KEYS), batch)
     if batch:  # groups may span grids: cells of every grid with the same shapes train together
         groups = {}
@@ -257,11 +258,11 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
             try: new = dict(zip([c['out_dir'] for c in todo], run_group(todo, progress, prefetch, compile))) if todo else {}
             except Exception as e: new = {c['out_dir']: fail(exp, c, e) for exp, c in group if c in todo}
             for _, c in group:
-                results.append((c, new[c['out_dir']] if c['out_dir'] in new else json.loads((Path(c['out_dir']) / 'summary.json').read_text())))
+                results.append((c, new[c['out_dir']] if c['out_dir'] in new else summary(c)))
     else:
         for exp, cell in cells[shard[0]::shard[1]]:
             try:
-                if finished(cell): res = json.loads((Path(cell['out_dir']) / 'summary.json').read_text())
+                if finished(cell): res = summary(cell)
                 elif engine == 'python': res = run_markov(progress=progress, **cell)
                 else: res = _run_papermill(cell, template, progress)
             except Exception as e: res = fail(exp, cell, e)

@@ -33,7 +33,7 @@ case "${1:-}" in
     echo "$(date -u +%FT%TZ) running=$(running && echo yes || echo no)" >> /tmp/sweep.log
     cd "$REPO"; touch /tmp/sweep.mark.next
     { find runs -mindepth 3 -maxdepth 3 -name summary.json -newer "$MARK" -printf '%h\n'
-      find runs -mindepth 3 -maxdepth 3 -name 'ckpt*' ! -path '*/summary.json' -printf '%h/%f\n'; } | sort -u > /tmp/sweep.list
+      find runs -mindepth 3 -maxdepth 3 -name 'ckpt*' -printf '%h/%f\n'; } | sort -u > /tmp/sweep.list
     mv /tmp/sweep.mark.next "$MARK"
     tar czf "${OUT:-/tmp}/runs.tgz" -T /tmp/sweep.list && cp /tmp/sweep.log "${OUT:-/tmp}/"
     echo "in runs.tgz: $(grep -c . /tmp/sweep.list) paths; finished runs in the copy: $(ls runs/*/*/summary.json 2>/dev/null | wc -l); sweep running: $(running && echo yes || echo no)";;

@@ -18,46 +18,51 @@ from markov_laplace.train import TaskConfig, TrainConfig
 task, cfg = TaskConfig(order=1, length=512), TrainConfig(batch=64, device='cuda')
 model = lambda preset, s, **over: build(preset, seed=s, **({'d_conv': 5} if preset == 'mamba' else {}), **over)
 
+
+def trainer(n, preset='mamba', **kw):
+    "n runs (seeds 0..n-1) of the preset sharing one step; kw: model overrides (over=...) and BatchedTrainer options."
+    over = kw.pop('over', {})
+    return BatchedTrainer([model(preset, s, **over) for s in range(n)], task, cfg, list(range(n)), **kw)
+
+
+def profile_table(tr, activities, rows, width):
+    "Kernel table of three steps after five warm-up steps."
+    for _ in range(5): tr.step()
+    torch.cuda.synchronize()
+    with profile(activities=activities) as p:
+        for _ in range(3): tr.step()
+        torch.cuda.synchronize()
+    print(p.key_averages().table(sort_by='self_cuda_time_total', row_limit=rows, max_name_column_width=width))
+
+
 if sys.argv[1:2] == ['chunks']:
     R = int(sys.argv[2]) if len(sys.argv) > 2 else 32
     for chunk in (16, 32, 64):
-        tr = BatchedTrainer([model('mamba', s, chunk=chunk) for s in range(R)], task, cfg, list(range(R)), prefetch=50)
+        tr = trainer(R, over=dict(chunk=chunk), prefetch=50)
         ms = time_ms(lambda: [tr.step() for _ in range(50)], 3, 1, 'cuda') / 50
         print(f'R={R} chunk={chunk}: {ms:.3f} ms per step, {ms / R:.3f} ms per run-step')
 elif sys.argv[1:2] == ['presets']:
     R = int(sys.argv[2]) if len(sys.argv) > 2 else 12
     for preset, over in (('mamba', {}), ('transformer', {'n_layers': 1}), ('transformer', {'n_layers': 2})):
         for comp in (False, True):
-            tr = BatchedTrainer([model(preset, s, **over) for s in range(R)], task, cfg, list(range(R)), prefetch=50, compile=comp)
+            tr = trainer(R, preset, over=over, prefetch=50, compile=comp)
             ms = time_ms(lambda: [tr.step() for _ in range(50)], 5, 1, 'cuda') / 50
             print(f'{preset} {over} R={R} {"compiled" if comp else "eager"} + graph: {ms:.3f} ms per step, {ms / R:.4f} per run-step',
                   flush=True)
 elif sys.argv[1:2] == ['parts']:
     R = int(sys.argv[2]) if len(sys.argv) > 2 else 32
     for data in ('per_run', 'joint'):  # what drawing 50 steps of data costs, per step
-        tr = BatchedTrainer([model('mamba', s) for s in range(R)], task, cfg, list(range(R)), data=data, prefetch=50, graph=False)
+        tr = trainer(R, data=data, prefetch=50, graph=False)
         print(f'R={R} data={data}: {time_ms(tr._draw, 5, 2, "cuda") / 50:.3f} ms per step for the data', flush=True)
     for n in (R, 2 * R):  # the compiled, graphed step alone (replays on fixed tokens) and with its data
-        tr = BatchedTrainer([model('mamba', s) for s in range(n)], task, cfg, list(range(n)), prefetch=50, compile=True)
+        tr = trainer(n, prefetch=50, compile=True)
         for _ in range(5): tr.step()
         replay = time_ms(lambda: [tr._graph.replay() for _ in range(50)], 5, 1, 'cuda') / 50
         full = time_ms(lambda: [tr.step() for _ in range(50)], 5, 1, 'cuda') / 50
         print(f'R={n} compiled+graph: replay {replay:.3f} ms ({replay / n:.4f} per run), step with data {full:.3f} ms '
               f'({full / n:.4f} per run)', flush=True)
-    tr = BatchedTrainer([model('mamba', s) for s in range(R)], task, cfg, list(range(R)), prefetch=10, graph=False, compile=True)
-    for _ in range(5): tr.step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as p:
-        for _ in range(3): tr.step()
-        torch.cuda.synchronize()
-    print(p.key_averages().table(sort_by='self_cuda_time_total', row_limit=40, max_name_column_width=90))
+    profile_table(trainer(R, prefetch=10, graph=False, compile=True), [ProfilerActivity.CUDA], 40, 90)
 else:
     R = int(sys.argv[1]) if len(sys.argv) > 1 else 32
     preset = sys.argv[2] if len(sys.argv) > 2 else 'mamba'
-    tr = BatchedTrainer([model(preset, s) for s in range(R)], task, cfg, list(range(R)), prefetch=10, graph=False)
-    for _ in range(5): tr.step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
-        for _ in range(3): tr.step()
-        torch.cuda.synchronize()
-    print(p.key_averages().table(sort_by='self_cuda_time_total', row_limit=30, max_name_column_width=60))
+    profile_table(trainer(R, preset, prefetch=10, graph=False), [ProfilerActivity.CPU, ProfilerActivity.CUDA], 30, 60)
