@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .chains import Config, _fail, check_tokens
-from .mamba import Embedding, LayerNorm, upcast
+from .mamba import Embedding, LayerNorm, Linear, upcast
 
 # %% ../nbs/04_transformer.ipynb #1acde4db
 @dataclass
@@ -59,10 +59,10 @@ class Attention(nn.Module):
     def __init__(self, c: TransformerConfig):
         super().__init__()
         self.c = c
-        self.qkv = nn.Linear(c.d_model, 3 * c.d_model, bias=c.bias)
+        self.qkv = Linear(c.d_model, 3 * c.d_model, bias=c.bias)
         self.conv = nn.Conv1d(3 * c.d_model, 3 * c.d_model, c.d_conv, groups=3 * c.d_model,
                               padding=c.d_conv - 1, bias=False) if c.conv_qkv else None
-        self.out_proj = nn.Linear(c.d_model, c.d_model, bias=c.bias)
+        self.out_proj = Linear(c.d_model, c.d_model, bias=c.bias)
 
     def forward(self, h): # (B, T, d)
         B, T, d = h.shape
@@ -82,8 +82,8 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.ln1, self.attn = LayerNorm(c.d_model, bias=c.bias), Attention(c)
         self.ln2 = LayerNorm(c.d_model, bias=c.bias)
-        self.mlp = nn.Sequential(nn.Linear(c.d_model, 4 * c.d_model, bias=c.bias), nn.GELU(),
-                                 nn.Linear(4 * c.d_model, c.d_model, bias=c.bias))
+        self.mlp = nn.Sequential(Linear(c.d_model, 4 * c.d_model, bias=c.bias), nn.GELU(),
+                                 Linear(4 * c.d_model, c.d_model, bias=c.bias))
     def forward(self, h):
         h = h + self.attn(self.ln1(h))
         return h + self.mlp(self.ln2(h))
@@ -98,7 +98,7 @@ class TransformerLM(nn.Module):
         self.positions = nn.Embedding(c.max_len, c.d_model)
         self.blocks = nn.ModuleList(TransformerBlock(c) for _ in range(c.n_layers))
         self.norm_f = LayerNorm(c.d_model, bias=c.bias)
-        self.head = nn.Linear(c.d_model, c.vocab, bias=False)
+        self.head = Linear(c.d_model, c.vocab, bias=False)
         self.head.weight = self.embedding.weight  # tied
         self._init(generator)
 
