@@ -3,6 +3,8 @@
 #   . tools/gpu_env.sh; bash tools/gpu_sweep.sh start grids/fig10.yaml [more grids] [-- extra sweep flags]
 #   bash tools/gpu_sweep.sh wait 540     # in every call: wait (at most N s), then put runs.tgz and sweep.log in $OUT
 #   bash tools/gpu_sweep.sh stop
+# WORKERS=N (default 2) sets the worker processes; FRESH=1 deletes the grids' experiments from the copy
+# first, so that every run trains again (to time a whole reproduction; the checkout's runs/ stays).
 # The step is compiled (--compile: 1.7-2.8x faster per step on an H100, GPU.md).
 # Then, on your machine: python3 tools/collect_runs.py /work/.device/N/runs.tgz   (see GPU.md)
 #
@@ -18,12 +20,15 @@ case "${1:-}" in
     shift
     if running; then echo "a sweep is already running"; exit 0; fi
     rm -rf "$REPO"; cp -r . "$REPO"; touch "$MARK"
+    if [ "${FRESH:-0}" = 1 ]; then
+      for g in "$@"; do [ -f "$g" ] && rm -rf "$REPO/runs/$(sed -n 's/^experiment: *//p' "$g")"; done
+    fi
     # the device copy's .git is not your HEAD: write it beforehand (git rev-parse HEAD > .commit) to record it in summaries
     [ -f .commit ] && export MARKOV_LAPLACE_COMMIT=$(cat .commit)
     echo "start $(date -u +%FT%TZ) $*" >> /tmp/sweep.log
     cd "$REPO"
     PYTHONPATH=/tmp/site:$REPO setsid nohup python3 -c \
-      "import sys; from markov_laplace.cli import main; sys.exit(main(sys.argv[1:]))" sweep "$@" --engine python --batch runs --prefetch 50 --workers 2 --gpus 1 --compile >> /tmp/sweep.log 2>&1 < /dev/null &
+      "import sys; from markov_laplace.cli import main; sys.exit(main(sys.argv[1:]))" sweep "$@" --engine python --batch runs --prefetch 50 --workers ${WORKERS:-2} --gpus 1 --compile >> /tmp/sweep.log 2>&1 < /dev/null &
     echo $! > "$PID"
     echo "started: $* (pid $(cat "$PID"))";;
   wait)
