@@ -95,6 +95,8 @@ def _parser():
     s.add_argument('--prefetch', type=int, default=1, help='batched runs: steps of data drawn at once (1: the data of separate runs)')
     s.add_argument('--max-batch', type=int, default=64, help='batched runs: at most this many runs in one step')
     s.add_argument('--compile', action='store_true', help='batched runs: torch.compile the step (inductor fuses it)')
+    s.add_argument('--claims', default=None,
+                   help='a directory shared by parallel workers (--workers makes one): take the next unclaimed group, longest first, instead of the shard')
     s.add_argument('--quiet', action='store_true', help='no progress bars')
     f = sub.add_parser('floors', help='Bayes-risk table and tracking figure into runs/floors')
     f.add_argument('--out', default='runs/floors'); f.add_argument('--n-seqs', type=int, default=4096)
@@ -133,7 +135,7 @@ def main(argv=None):
         if workers > 1: return max(run_sweep_parallel(a.grids, workers, a.engine, a.scale, n_gpu, a.batch, a.prefetch, a.compile))
         i, n = map(int, a.shard.split('/'))
         results = run_sweep(a.grids, engine=a.engine, shard=(i, n), scale=a.scale, progress=not a.quiet,
-                            batch=a.batch, prefetch=a.prefetch, max_batch=a.max_batch, compile=a.compile)
+                            batch=a.batch, prefetch=a.prefetch, max_batch=a.max_batch, compile=a.compile, claims=a.claims)
         failed = [c['out_dir'] for c, r in results if 'error' in r]
         print(f'{len(results) - len(failed)} runs finished, {len(failed)} failed', *failed, sep='\n  ')
         return 1 if failed else 0

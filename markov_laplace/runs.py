@@ -5,17 +5,20 @@
 # %% auto #0
 __all__ = ['METRICS', 'HOW_FIELDS', 'TASK_KEYS', 'TRAIN_KEYS', 'RUN_DEFAULTS', 'BATCH_KEYS', 'TEMPLATE', 'repo_root',
            'environment', 'same_run', 'check_run_dir', 'run_config', 'write_results', 'run_experiment', 'split_params',
-           'run_markov', 'run_group', 'run_name', 'grid_cells', 'run_sweep', 'run_sweep_parallel', 'collect',
-           'histories']
+           'run_markov', 'run_group', 'run_name', 'grid_cells', 'cell_cost', 'run_sweep', 'run_sweep_parallel',
+           'collect', 'histories']
 
 # %% ../nbs/09_runs.ipynb #c63bdf2b
+import hashlib
 import itertools
 import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -24,7 +27,7 @@ import pandas as pd
 import torch
 
 from .chains import _fail
-from .models import PRESETS, build, model_config
+from .models import PRESETS, build, model_config, preset_config
 from .storage import save_torch, write_csv, write_json
 from .train import TaskConfig, TrainConfig, train
 
@@ -221,6 +224,22 @@ def _run_papermill(params, template, progress):
     os.replace(tmp, out / 'notebook.ipynb')
     return json.loads((out / 'summary.json').read_text())
 
+def cell_cost(cell):
+    "A rough relative cost of training one cell (steps × batch × length × layers × width), to start the longest first."
+    task, preset, over, cfg, _ = split_params(cell)
+    m = preset_config(preset, task.model_vocab, **over)
+    return cfg.steps * cfg.batch * task.length * m.n_layers * max(m.d_model, 8)
+
+def _unit_cost(unit): # a cell's or group's cost; 0 for a broken cell, which fails (and is recorded) in its turn
+    try: return sum(cell_cost(c) for _, c in unit)
+    except Exception: return 0
+
+def _claim(claims, unit): # whether this worker takes the unit: it created the unit's claim file first
+    name = hashlib.sha1(unit[0][1]['out_dir'].encode()).hexdigest()
+    try: os.close(os.open(Path(claims) / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError: return False
+    return True
+
 def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a list of them
               *, engine='papermill', # 'papermill' | 'python'
               shard=(0, 1), # (i, n): run cells i, i+n, i+2n, ... of all the grids' cells together
@@ -230,6 +249,7 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
               prefetch=1, # batched groups: steps of data drawn at once
               max_batch=64, # batched groups: at most this many runs in one step
               compile=False, # batched groups: torch.compile the step
+              claims=None, # a directory shared by parallel workers: take the next unclaimed group, longest first, not the shard
               template=TEMPLATE, progress=True,
              ): # [(cell, summary or {'error': ...})]
     "Run every unfinished cell of one or more grids, resumably, recording failures without stopping."
@@ -247,20 +267,26 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
     finished = lambda cell: (Path(cell['out_dir']) / 'summary.json').exists()
     summary = lambda cell: json.loads((Path(cell['out_dir']) / 'summary.json').read_text())
     if batch is not None and batch not in BATCH_KEYS: _fail('batch', 'None | ' + ' | '.join(BATCH_KEYS), batch)
+    units = [[ec] for ec in cells]  # what one worker takes at a time: a cell, or a batched group
     if batch:  # groups may span grids: cells of every grid with the same shapes train together
         groups = {}
         for exp, cell in cells:
             key = json.dumps({k: v for k, v in cell.items() if k not in (*BATCH_KEYS[batch], 'out_dir')}, sort_keys=True, default=str)
             groups.setdefault(key, []).append((exp, cell))
-        chunks = [g[i:i + max_batch] for g in groups.values() for i in range(0, len(g), max_batch)]
-        for group in chunks[shard[0]::shard[1]]:
+        units = [g[i:i + max_batch] for g in groups.values() for i in range(0, len(g), max_batch)]
+    if claims is None: mine = units[shard[0]::shard[1]]
+    else:  # claimed one at a time, when this worker is free for it
+        units = sorted(units, key=_unit_cost, reverse=True)
+        mine = (u for u in units if _claim(claims, u))
+    if batch:
+        for group in mine:
             todo = [c for _, c in group if not finished(c)]
             try: new = dict(zip([c['out_dir'] for c in todo], run_group(todo, progress, prefetch, compile))) if todo else {}
             except Exception as e: new = {c['out_dir']: fail(exp, c, e) for exp, c in group if c in todo}
             for _, c in group:
                 results.append((c, new[c['out_dir']] if c['out_dir'] in new else summary(c)))
     else:
-        for exp, cell in cells[shard[0]::shard[1]]:
+        for [(exp, cell)] in mine:
             try:
                 if finished(cell): res = summary(cell)
                 elif engine == 'python': res = run_markov(progress=progress, **cell)
@@ -274,24 +300,26 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
         elif path.exists(): path.unlink()
     return results
 
-def run_sweep_parallel(grids, # grid file paths; every worker takes its shard of each in turn
+def run_sweep_parallel(grids, # grid file paths; the workers take their groups from all of them, longest first
                        workers, # number of worker processes
                        engine='python', scale=None,
                        gpus=None, # GPUs to spread the workers over (worker i on GPU i % gpus); None: CPU workers, 1 thread each
                        batch=None, prefetch=1, compile=False, # passed on to every worker's `run_sweep`
                       ): # exit codes of the workers
-    "Split sweeps over worker processes: one per GPU, or several CPU workers of one thread each."
-    procs = []
+    "Split sweeps over worker processes (one per GPU, or several CPU workers of one thread each) that claim their work as they go."
+    procs, claims = [], tempfile.mkdtemp(prefix='markov-laplace-claims-')
     for i in range(workers):
         env = dict(os.environ)
         if gpus: env['CUDA_VISIBLE_DEVICES'] = str(i % gpus)
         else: env.update(CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
         cmd = [sys.executable, '-c', 'import sys; from markov_laplace.cli import main; sys.exit(main(sys.argv[1:]))',
-               'sweep', *map(str, grids), '--engine', engine, '--shard', f'{i}/{workers}', '--quiet']
+               'sweep', *map(str, grids), '--engine', engine, '--shard', f'{i}/{workers}', '--claims', claims, '--quiet']
         if scale: cmd += ['--scale', scale]
         if batch: cmd += ['--batch', batch, '--prefetch', str(prefetch)] + (['--compile'] if compile else [])
         procs.append(subprocess.Popen(cmd, env=env))
-    return [p.wait() for p in procs]
+    codes = [p.wait() for p in procs]
+    shutil.rmtree(claims, ignore_errors=True)
+    return codes
 
 # %% ../nbs/09_runs.ipynb #fab451c3
 def _flat_config(cfg):
