@@ -89,8 +89,8 @@ def _parser():
     s.add_argument('--workers', type=int, default=None,
                    help='worker processes, each with its own shard (default: one per GPU when there are several, else 1)')
     s.add_argument('--gpus', type=int, default=None, help='spread the workers over this many GPUs (default: all; 0: CPU workers)')
-    s.add_argument('--batch', choices=['seeds', 'runs'], default=None,
-                   help='train runs that differ only in seed (seeds) or in seed and order (runs) in one batched step')
+    s.add_argument('--batch', choices=['seeds', 'runs', 'shapes'], default=None,
+                   help='train runs that differ only in seed (seeds), in seed and order (runs), or any runs of one shape (shapes) in one batched step')
     s.add_argument('--batch-seeds', dest='batch', action='store_const', const='seeds', help='the same as --batch seeds')
     s.add_argument('--prefetch', type=int, default=1, help='batched runs: steps of data drawn at once (1: the data of separate runs)')
     s.add_argument('--max-batch', type=int, default=64, help='batched runs: at most this many runs in one step')

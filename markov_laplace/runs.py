@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['METRICS', 'HOW_FIELDS', 'TASK_KEYS', 'TRAIN_KEYS', 'RUN_DEFAULTS', 'BATCH_KEYS', 'TEMPLATE', 'repo_root',
            'environment', 'same_run', 'check_run_dir', 'run_config', 'write_results', 'run_experiment', 'split_params',
-           'run_markov', 'run_group', 'run_name', 'grid_cells', 'cell_cost', 'run_sweep', 'run_sweep_parallel',
-           'collect', 'histories']
+           'run_markov', 'shape_key', 'run_group', 'run_name', 'grid_cells', 'cell_cost', 'run_sweep',
+           'run_sweep_parallel', 'collect', 'histories']
 
 # %% ../nbs/09_runs.ipynb #c63bdf2b
 import hashlib
@@ -124,22 +124,28 @@ def run_markov(progress=True, **params):
     return run_experiment(out, task, preset, over, cfg, progress=progress)
 
 # %% ../nbs/09_runs.ipynb #a3ffbf75
-BATCH_KEYS = {'seeds': ('seed',), 'runs': ('seed', 'order')} # what may differ between the runs of one batched group
+BATCH_KEYS = {'seeds': ('seed',), 'runs': ('seed', 'order'), 'shapes': None} # what may differ between the runs of one batched group (None: all but the shape)
 
-def run_group(cells, # flat parameter dicts (with out_dir) that differ only in seed (and order)
+def shape_key(cell):
+    "What the runs of one batched step share: the model as built (but HOW_FIELDS), the training settings but the seed, the length and the model's alphabet."
+    task, preset, over, cfg, _ = split_params(cell)
+    model = {k: v for k, v in preset_config(preset, task.model_vocab, **over).to_dict().items() if k not in HOW_FIELDS}
+    return json.dumps(dict(family=PRESETS[preset][0], model=model, train={**cfg.to_dict(), 'seed': 0}, length=task.length,
+                           vocab=task.model_vocab), sort_keys=True, default=str)
+
+def run_group(cells, # flat parameter dicts (with out_dir) of one shape (`shape_key`)
               progress=True,
               prefetch=1, # steps of data drawn at once (1: each run's data are exactly those of a separate run)
               compile=False, # torch.compile the batched step (see 11_batched)
              ): # their summaries
-    "Train cells that differ only in `seed` and the Markov `order` as one batched run; write every run directory."
+    "Train cells of one shape (seeds, orders, any task of the same length and alphabet) as one batched run; write every run directory."
     from markov_laplace.batched import train_batched  # lazily: batched builds on this module's neighbours
     parts = [split_params(c) for c in cells]
-    task, preset, over, cfg, _ = parts[0]
-    key = lambda p: ({**p[0].to_dict(), 'order': 0}, p[1], p[2], {**p[3].to_dict(), 'seed': 0})
-    if not all(key(p) == key(parts[0]) for p in parts):
-        _fail('cells', 'runs that differ only in their seed and order', [c['out_dir'] for c in cells])
-    models = [build(preset, vocab=p[0].model_vocab, seed=p[3].seed, **over) for p in parts]
-    configs = [run_config(p[0], preset, m, p[3]) for m, p in zip(models, parts)]
+    cfg = parts[0][3]
+    if len({shape_key(c) for c in cells}) != 1:
+        _fail('cells', 'runs of one shape (model, training settings but the seed, length and alphabet)', [c['out_dir'] for c in cells])
+    models = [build(p[1], vocab=p[0].model_vocab, seed=p[3].seed, **p[2]) for p in parts]
+    configs = [run_config(p[0], p[1], m, p[3]) for m, p in zip(models, parts)]
     for p, config in zip(parts, configs):
         check_run_dir(p[4], config)
         write_json(Path(p[4]) / 'config.json', config)
@@ -245,7 +251,7 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
               shard=(0, 1), # (i, n): run cells i, i+n, i+2n, ... of all the grids' cells together
               root=None, # where runs/ is (default: the repository's)
               scale=None, # a key of the grids' `scales` (e.g. 'cpu')
-              batch=None, # None | 'seeds' | 'runs': train cells that differ only in seed (and order) together (`run_group`)
+              batch=None, # None | 'seeds' | 'runs' | 'shapes': train cells that differ only in seed (and order), or of one shape, together (`run_group`)
               prefetch=1, # batched groups: steps of data drawn at once
               max_batch=64, # batched groups: at most this many runs in one step
               compile=False, # batched groups: torch.compile the step
@@ -269,10 +275,13 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
     if batch is not None and batch not in BATCH_KEYS: _fail('batch', 'None | ' + ' | '.join(BATCH_KEYS), batch)
     units = [[ec] for ec in cells]  # what one worker takes at a time: a cell, or a batched group
     if batch:  # groups may span grids: cells of every grid with the same shapes train together
+        def key(cell):
+            if BATCH_KEYS[batch] is not None:
+                return json.dumps({k: v for k, v in cell.items() if k not in (*BATCH_KEYS[batch], 'out_dir')}, sort_keys=True, default=str)
+            try: return shape_key(cell)
+            except Exception: return cell['out_dir']  # a broken cell on its own: it fails, and is recorded, in its turn
         groups = {}
-        for exp, cell in cells:
-            key = json.dumps({k: v for k, v in cell.items() if k not in (*BATCH_KEYS[batch], 'out_dir')}, sort_keys=True, default=str)
-            groups.setdefault(key, []).append((exp, cell))
+        for exp, cell in cells: groups.setdefault(key(cell), []).append((exp, cell))
         units = [g[i:i + max_batch] for g in groups.values() for i in range(0, len(g), max_batch)]
     if claims is None: mine = units[shard[0]::shard[1]]
     else:  # claimed one at a time, when this worker is free for it
