@@ -37,6 +37,7 @@ class BatchedTrainer:
                  graph='auto', # capture the step in a CUDA graph: True | False | 'auto' (on CUDA)
                  warmup=3, # eager steps before the capture
                  compile=False, # torch.compile the vmapped forward/backward (inductor fuses its elementwise chains)
+                 eval_runs=4, # runs evaluated at once: bounds the evaluation's memory (its batch is 4x a step's, in float32)
                 ):
         self.cfg = cfg = cfg.validate()
         R = len(models)
@@ -50,6 +51,8 @@ class BatchedTrainer:
         if data == 'joint' and len(set(map(str, self.tasks))) > 1: _fail('data', "'per_run' when the runs' tasks differ", data)
         if not (isinstance(prefetch, int) and prefetch >= 1): _fail('prefetch', 'an integer >= 1', prefetch)
         if graph not in (True, False, 'auto'): _fail('graph', "True | False | 'auto'", graph)
+        if not (isinstance(eval_runs, int) and eval_runs >= 1): _fail('eval_runs', 'an integer >= 1', eval_runs)
+        self.eval_runs = eval_runs
         self.device, self.data, self.R, self.prefetch = cfg.resolved_device(), data, R, prefetch
         self.graph = torch.device(self.device).type == 'cuda' if graph == 'auto' else graph
         if self.graph and torch.device(self.device).type != 'cuda': _fail('graph', "False (or 'auto') without a CUDA device", graph)
@@ -131,11 +134,14 @@ class BatchedTrainer:
     @torch.no_grad()
     def evaluate(self, evs): # one Evaluator per run (or one for all) -> one metrics dict per run
         evs = [evs] * self.R if isinstance(evs, Evaluator) else list(evs)
-        out = []
+        out = [[] for _ in evs]  # per run: one (n, T, V) log-probability tensor per evaluation batch
         for i in range(len(evs[0].batches)):
             x = torch.stack([ev.batches[i].tokens for ev in evs])  # (R, n, T)
-            out.append(self._eval_fn(self.params, self.buffers, x))  # (R, n, T, V)
-        return [ev.metrics([lp[r] for lp in out]) for r, ev in enumerate(evs)]
+            for a in range(0, self.R, self.eval_runs):  # a few runs at a time
+                part = slice(a, a + self.eval_runs)
+                lp = self._eval_fn({k: v[part] for k, v in self.params.items()}, {k: v[part] for k, v in self.buffers.items()}, x[part])
+                for r, one in enumerate(lp.unbind(0), a): out[r].append(one)
+        return [ev.metrics(out[r]) for r, ev in enumerate(evs)]
 
     def state_dict(self): # what a checkpoint holds: weights, AdamW, generators, step, queued data
         return dict(params={k: v.detach().clone() for k, v in self.params.items()}, opt=self.opt.state_dict(),
