@@ -288,12 +288,19 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
         units = sorted(units, key=_unit_cost, reverse=True)
         mine = (u for u in units if _claim(claims, u))
     if batch:
-        for group in mine:
+        retry = []  # groups that ran out of GPU memory beside other workers: once more at the end
+        def attempt(group, last):
             todo = [c for _, c in group if not finished(c)]
             try: new = dict(zip([c['out_dir'] for c in todo], run_group(todo, progress, prefetch, compile))) if todo else {}
+            except torch.OutOfMemoryError as e:
+                if torch.cuda.is_available(): torch.cuda.empty_cache()
+                if not last: retry.append(group); return
+                new = {c['out_dir']: fail(exp, c, e) for exp, c in group if c in todo}
             except Exception as e: new = {c['out_dir']: fail(exp, c, e) for exp, c in group if c in todo}
             for _, c in group:
                 results.append((c, new[c['out_dir']] if c['out_dir'] in new else summary(c)))
+        for group in mine: attempt(group, last=False)
+        for group in retry: attempt(group, last=True)
     else:
         for [(exp, cell)] in mine:
             try:
