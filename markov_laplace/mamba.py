@@ -53,11 +53,12 @@ class MambaConfig(Config):
 
     def validate(self):
         "Raise a ValueError naming the first field that is out of range."
-        for name in ('vocab', 'd_model', 'd_state', 'expand', 'n_heads', 'n_layers', 'd_conv', 'chunk'):
+        for name in ('vocab', 'd_model', 'd_state', 'expand', 'n_heads', 'n_layers', 'd_conv'):
             v = getattr(self, name)
-            if name == 'chunk' and v is None: continue
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= (2 if name == 'vocab' else 1)):
-                _fail(name, ('None or ' if name == 'chunk' else '') + f"an integer >= {2 if name == 'vocab' else 1}", v)
+                _fail(name, f"an integer >= {2 if name == 'vocab' else 1}", v)
+        if self.chunk is not None and not (isinstance(self.chunk, int) and not isinstance(self.chunk, bool) and self.chunk >= 1):
+            _fail('chunk', 'None or an integer >= 1', self.chunk)
         choices = dict(mixer=('mamba2', 'mamba1'), conv_act=('silu', 'relu', 'none'), mlp=('gated', 'plain', 'none'),
                        act=('silu', 'relu'), head=('softmax', 'l1'), backend=('torch', 'mamba_ssm'))
         for name, allowed in choices.items():

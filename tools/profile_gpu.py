@@ -12,10 +12,10 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from markov_laplace.batched import BatchedTrainer
+from markov_laplace.batched import BatchedTrainer, task_evaluators
 from markov_laplace.bench import time_ms
 from markov_laplace.models import build
-from markov_laplace.train import Evaluator, TaskConfig, TrainConfig
+from markov_laplace.train import TaskConfig, TrainConfig
 
 task, cfg = TaskConfig(order=1, length=512), TrainConfig(batch=64, device='cuda')
 model = lambda preset, s, **over: build(preset, seed=s, **({'d_conv': 5} if preset == 'mamba' else {}), **over)
@@ -45,10 +45,7 @@ def group(name, over, orders, seeds, length=512, steps=8000, preset='mamba', dev
     tasks = [TaskConfig(order=k, length=length) for k, _ in runs]
     t0 = time.perf_counter()
     tr = BatchedTrainer([build(preset, seed=s, **over) for _, s in runs], tasks, gcfg, [s for _, s in runs], prefetch=50, compile=True)
-    cache = {}  # one evaluation set per distinct task, as train_batched makes them
-    for task_ in tasks:
-        if task_.to_json() not in cache: cache[task_.to_json()] = Evaluator(task_, gcfg.eval_size, gcfg.eval_seed, device)
-    evs = [cache[task_.to_json()] for task_ in tasks]
+    evs = task_evaluators(tr.tasks, gcfg, device)  # as train_batched makes them
     sync(); t = dict(setup=time.perf_counter() - t0, compile=0.0, steps=0.0, evaluations=0.0)
     def timed(part, fn):
         a = time.perf_counter(); fn(); sync(); t[part] += time.perf_counter() - a
