@@ -203,7 +203,7 @@ def grid_cells(grid, # the grid dict
         for k, v in scales[scale].items():
             if k in axes: axes[k] = v if isinstance(v, list) else [v]
             else: base[k] = v
-    cells = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else [{}]
+    cells = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else [] if grid.get('cells') else [{}]
     cells += grid.get('cells', [])
     keys = list(dict.fromkeys(list(axes) + [k for c in grid.get('cells', []) for k in c]))
     out = []
