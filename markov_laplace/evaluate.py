@@ -6,7 +6,7 @@
 __all__ = ['EVAL_SEED', 'FINAL', 'eval_batches', 'sequence_metrics', 'summarise', 'sequences_for', 'final_fields', 'evaluate_run',
            'evaluate_runs']
 
-# %% ../nbs/12_evaluate.ipynb #fa4f0bee
+# %% ../nbs/12_evaluate.ipynb #19d781f8
 import math
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from .estimators import position_kl, position_nll
 from .storage import read_json, write_json
 from .train import sample_task
 
-# %% ../nbs/12_evaluate.ipynb #efab424e
+# %% ../nbs/12_evaluate.ipynb #2edc780b
 EVAL_SEED = 20261129 # the re-evaluation set's seed: another set than any run's training-time evaluation (eval_seed 12345)
 
 def eval_batches(task, # TaskConfig
@@ -30,7 +30,7 @@ def eval_batches(task, # TaskConfig
     g = torch.Generator().manual_seed(seed)
     return [sample_task(task, min(batch, n - s), generator=g, device='cpu', split='eval') for s in range(0, n, batch)]
 
-# %% ../nbs/12_evaluate.ipynb #e127facb
+# %% ../nbs/12_evaluate.ipynb #7035cd64
 @torch.no_grad()
 def sequence_metrics(model, # any model with log_probs(tokens) -> (B, T, S)
                      batches, # from `eval_batches`
@@ -49,7 +49,7 @@ def sequence_metrics(model, # any model with log_probs(tokens) -> (B, T, S)
     model.train(was)
     return pd.DataFrame({k: torch.cat([r[k] for r in rows]).numpy() for k in rows[0]})
 
-# %% ../nbs/12_evaluate.ipynb #c18d430a
+# %% ../nbs/12_evaluate.ipynb #553e23ed
 def summarise(per, # DataFrame from `sequence_metrics`
               z=1.96, # 1.96: the 95% normal interval
              ): # dict: each metric's mean and, for the compared ones, the half-width `<metric>_ci`
@@ -63,7 +63,7 @@ def summarise(per, # DataFrame from `sequence_metrics`
     out['sequences'] = n
     return out
 
-# %% ../nbs/12_evaluate.ipynb #2b3fa4e1
+# %% ../nbs/12_evaluate.ipynb #c575f059
 def sequences_for(sd, # per-sequence standard deviation of the metric (nats)
                   half_width=1e-3, # the target half-width of the interval (nats)
                   z=1.96, # 95%
@@ -72,7 +72,7 @@ def sequences_for(sd, # per-sequence standard deviation of the metric (nats)
     if not (sd >= 0 and half_width > 0): raise ValueError(f'sd must be >= 0 and half_width > 0, got sd={sd}, half_width={half_width}')
     return max(2, math.ceil((z * sd / half_width) ** 2))
 
-# %% ../nbs/12_evaluate.ipynb #170a197f
+# %% ../nbs/12_evaluate.ipynb #b1c00ff7
 FINAL = ('loss', 'laplace_loss', 'oracle_loss', 'gap', 'oracle_gap', 'kl_laplace')
 
 def final_fields(s, # from `summarise`
@@ -83,7 +83,7 @@ def final_fields(s, # from `summarise`
     out.update({f'final_{k}_ci': s[f'{k}_ci'] for k in ('loss', 'gap', 'oracle_gap', 'kl_laplace')})
     return dict(out, final_eval_sequences=s['sequences'], final_eval_seed=seed)
 
-# %% ../nbs/12_evaluate.ipynb #8ffe4b2e
+# %% ../nbs/12_evaluate.ipynb #21b8c81c
 def evaluate_run(run_dir, # a finished run: config.json, model.pt, summary.json
                  n=4096, # sequences
                  seed=EVAL_SEED,
@@ -105,19 +105,23 @@ def evaluate_run(run_dir, # a finished run: config.json, model.pt, summary.json
     write_json(run_dir / 'summary.json', {**summary, **fields})
     return fields
 
-# %% ../nbs/12_evaluate.ipynb #a6b87cc8
-def evaluate_runs(root, # a runs root (e.g. runs/) or one experiment's directory
+# %% ../nbs/12_evaluate.ipynb #13a764d1
+def evaluate_runs(roots, # a runs root (e.g. runs/), an experiment's directory, or a list of them
                   n=4096, seed=EVAL_SEED, device='cpu', force=False,
+                  shard=(0, 1), # (i, m): only the i-th of m round-robin shares of the distinct tasks (parallel workers)
                   progress=True,
                  ): # DataFrame: one row per run, its path and final_* fields (or the error)
-    "Re-evaluate every finished run under `root`, one evaluation set per distinct task; finished evaluations are skipped."
+    "Re-evaluate every finished run under `roots`, one evaluation set per distinct task; finished evaluations are skipped."
     import json
-    runs = sorted(p.parent for p in Path(root).rglob('summary.json') if (p.parent / 'model.pt').exists())
+    roots = [roots] if isinstance(roots, (str, Path)) else roots
+    runs = sorted({p.parent for root in roots for p in Path(root).rglob('summary.json') if (p.parent / 'model.pt').exists()})
     task_of = lambda r: json.dumps(read_json(r / 'config.json', required=('task',))['task'], sort_keys=True)
     keys = {}
     for r in runs:
         try: keys[r] = task_of(r)
         except ValueError: keys[r] = ''  # reported by evaluate_run below
+    mine = set(sorted(set(keys.values()))[shard[0]::shard[1]])
+    runs = [r for r in runs if keys[r] in mine]
     cache, rows, last = {}, [], None
     for r in tqdm(sorted(runs, key=lambda r: (keys[r], str(r))), disable=not progress, desc='evaluate', unit='run'):
         if keys[r] != last: cache.clear(); last = keys[r]  # one evaluation set in memory at a time
