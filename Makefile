@@ -15,9 +15,10 @@ $(STAMP): settings.ini setup.py
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
 	touch $(STAMP)
 
-## make run: the main job on a small default that finishes on a CPU
+## make run: the main job on a small default that finishes on a CPU, into the ignored runs/local/quick
+## (a second call resumes or only redraws), its table beside the committed runs/quick reference
 run: $(STAMP)
-	$(BIN)/markov-laplace run --fresh
+	$(BIN)/markov-laplace run
 
 ## make test: pytest on tests/, nbval on every notebook, and nbdev_export must leave the tree unchanged
 test: $(STAMP)

@@ -10,6 +10,8 @@ licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache S
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable']
 lic = licenses[cfg['license']]
 words = lambda key: cfg.get(key, '').split()
+# package data: folder in the package -> (folder in the checkout, files); runs.PACKAGE_DATA finds them
+DATA = {'grids': ('grids', ['*.yaml']), 'experiments': ('nbs/experiments', ['markov.ipynb'])}
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -27,7 +29,11 @@ setuptools.setup(
                  f"License :: {lic[1]}",
                  'Natural Language :: English',
                  'Programming Language :: Python :: 3'],
-    packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
+    # the grids and the papermill template ship inside the package (markov_laplace/grids, markov_laplace/experiments),
+    # mapped from their folders in the checkout: nothing is copied into the generated markov_laplace/
+    packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']) + [f"{cfg['lib_name']}.{d}" for d in DATA],
+    package_dir={f"{cfg['lib_name']}.{d}": src for d, (src, _) in DATA.items()},
+    package_data={f"{cfg['lib_name']}.{d}": files for d, (_, files) in DATA.items()},
     include_package_data=True,
     python_requires=f">={cfg['min_python']}",
     install_requires=words('requirements'),

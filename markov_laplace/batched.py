@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .chains import _fail
 from .storage import save_torch
-from .train import Evaluator, _autocast, adamw, decay_names, lr_at, sample_task
+from .train import Evaluator, _autocast, adamw, decay_names, lr_at, restore_checkpoint, sample_task
 
 # %% ../nbs/11_batched.ipynb #c9967aa5
 def _clip_per_run(grads, max_norm):
@@ -128,7 +128,8 @@ class BatchedTrainer:
         mean = (self.loss_sum / max(self.n_losses, 1)).tolist()
         self.loss_sum.zero_(); self.n_losses = 0
         bad = [r for r, v in enumerate(mean) if not math.isfinite(v)]
-        if bad: raise FloatingPointError(f'loss is not finite before step {self.n_steps} for runs {bad}')
+        if bad: raise FloatingPointError(f'loss is not finite before step {self.n_steps} for runs {bad} (lr {lr_at(max(self.n_steps - 1, 0), self.cfg):.3g}): '
+                                         f'they diverged; try a smaller `lr` (now {self.cfg.lr})')
         return mean
 
     @torch.no_grad()
@@ -143,7 +144,7 @@ class BatchedTrainer:
                 for r, one in enumerate(lp.unbind(0), a): out[r].append(one)
         return [ev.metrics(out[r]) for r, ev in enumerate(evs)]
 
-    def state_dict(self): # what a checkpoint holds: weights, AdamW, generators, step, queued data
+    def state_dict(self): # what a checkpoint holds: weights, AdamW, generators, step, queued data (tensors and plain values)
         return dict(params={k: v.detach().clone() for k, v in self.params.items()}, opt=self.opt.state_dict(),
                     gens=[g.get_state() for g in self.gens], n_steps=self.n_steps, queue=list(self._queue))
 
@@ -153,8 +154,9 @@ class BatchedTrainer:
         self.opt.load_state_dict(state['opt'])
         if self.graph:  # loading replaced each group's lr: point them at the tensor a replay reads
             for group in self.opt.param_groups: group['lr'] = self.lr
+        if len(state['gens']) != self.R: raise ValueError(f"a state of {len(state['gens'])} runs, not {self.R}")
         for g, st in zip(self.gens, state['gens']): g.set_state(st.cpu())
-        self.n_steps, self._queue = state['n_steps'], [q.to(self.device) for q in state['queue']]
+        self.n_steps, self._queue = int(state['n_steps']), [q.to(self.device) for q in state['queue']]
 
     @torch.no_grad()
     def write_back(self): # the trained weights into the R models
@@ -164,7 +166,7 @@ class BatchedTrainer:
 
 # %% ../nbs/11_batched.ipynb #87b4891b
 def task_evaluators(tasks, cfg, device):
-    "One Evaluator per run: one evaluation set per distinct task (cfg.eval_size sequences, cfg.eval_seed), shared by its runs."
+    "One Evaluator per run: one evaluation set per distinct task (cfg.eval_size sequences, cfg.eval_seed, drawn on the CPU), shared by its runs."
     cache = {}
     for t in tasks:
         if t.to_json() not in cache: cache[t.to_json()] = Evaluator(t, cfg.eval_size, cfg.eval_seed, device)
@@ -182,8 +184,10 @@ def train_batched(models, tasks, cfg, seeds, *, data='per_run', prefetch=1, grap
     histories = [[] for _ in range(tr.R)]
     ckpt = Path(ckpt) if ckpt is not None else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=tr.device, weights_only=False)
-        tr.load_state_dict(state['trainer']); histories = state['histories']
+        def restore(state):
+            if len(state['histories']) != tr.R: raise ValueError(f"histories of {len(state['histories'])} runs, not {tr.R}")
+            tr.load_state_dict(state['trainer']); return [[dict(row) for row in h] for h in state['histories']]
+        histories = restore_checkpoint(ckpt, tr.device, restore)
     def record(step, train_losses):
         for r, m in enumerate(tr.evaluate(evaluators)):
             histories[r].append(dict(step=step, lr=lr_at(max(step - 1, 0), cfg), train_loss=train_losses[r], **m))

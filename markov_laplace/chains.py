@@ -11,6 +11,9 @@ __all__ = ['SCAN_BUDGET', 'check_order', 'check_vocab', 'check_beta', 'check_len
 import dataclasses
 import json
 import math
+import re
+import types
+import typing
 from typing import NamedTuple
 
 import torch
@@ -47,6 +50,26 @@ def check_p_switch(p_switch):
     if not (isinstance(p_switch, (int, float)) and not isinstance(p_switch, bool) and 0 <= p_switch < 1):
         _fail('p_switch', 'a number in [0, 1)', p_switch)
 
+# %% ../nbs/00_chains.ipynb #cce740fa
+def _typed(tp, # a field's annotation: int, float, Optional[...], Tuple[...]; any other is left alone
+           v, # the value as read from a text config
+           name, # the field, for the error
+          ):
+    "`v` as the number `tp` asks for when `v` is a string that reads exactly as one; else `v` unchanged."
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType) and type(None) in args:  # Optional[X]
+        inner = [a for a in args if a is not type(None)]
+        return v if v is None or len(inner) != 1 else _typed(inner[0], v, name)
+    if origin is tuple and isinstance(v, (list, tuple)):
+        tps = [args[0]] * len(v) if len(args) == 2 and args[1] is Ellipsis else list(args)
+        return tuple(_typed(t, x, name) for t, x in zip(tps, v)) if len(tps) == len(v) else v
+    if not isinstance(v, str) or tp not in (int, float): return v
+    if tp is int:
+        if re.fullmatch(r'[+-]?[0-9]+', v): return int(v)
+        _fail(name, "an integer (as text it must read as one, e.g. '64')", v)
+    try: return float(v)
+    except ValueError: _fail(name, "a number (as text it must read as one, e.g. '1e-3')", v)
+
 # %% ../nbs/00_chains.ipynb #350d2cfe
 class Config:
     "Mixin for flat dataclass configs: dict and JSON round trips through `validate`."
@@ -54,10 +77,13 @@ class Config:
     def to_dict(self): return dataclasses.asdict(self)
     def to_json(self): return json.dumps(self.to_dict(), sort_keys=True)
     @classmethod
-    def from_dict(cls, d):
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown: _fail(f'{cls.__name__} keys', f'fields of {cls.__name__}', sorted(unknown))
-        return cls(**d).validate()
+    def from_dict(cls, d): # field -> value; numbers may be strings that read as numbers (YAML's '1e-3')
+        if not isinstance(d, dict): _fail(cls.__name__, 'a dict of its fields', type(d).__name__)
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(d) - set(fields)
+        if unknown: _fail(f'{cls.__name__} keys', f'fields of {cls.__name__} ({", ".join(fields)})', sorted(unknown))
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _typed(hints[k], v, k) for k, v in d.items()}).validate()
     @classmethod
     def from_json(cls, s): return cls.from_dict(json.loads(s))
 

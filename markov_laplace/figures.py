@@ -17,6 +17,7 @@ import torch
 
 from .models import from_config
 from .runs import collect, repo_root
+from .storage import CorruptFileError, load_torch, read_json
 from .train import TaskConfig
 
 # %% ../nbs/10_figures.ipynb #2a9c709a
@@ -68,17 +69,22 @@ def scale_note(df):
             f"{seeds} seed{'s' if seeds > 1 else ''}, on {where}. The paper: T = 512 (256 in Fig 10, 1024 in Fig 8), "
             f"8000 steps, batch 64, 3–5 seeds, on A100s.")
 
-def load_model(run_dir):
+# %% ../nbs/10_figures.ipynb #4ddfd1fa
+def load_model(run_dir # a run directory: config.json and model.pt
+              ): # the model, in eval mode on the CPU
     "The trained model of a run directory (config.json + model.pt), in eval mode on the CPU."
     run_dir = Path(run_dir)
-    cfg = json.loads((run_dir / 'config.json').read_text())
-    m = from_config(cfg['model'])
-    m.load_state_dict(torch.load(run_dir / 'model.pt', weights_only=True, map_location='cpu'))
+    m = from_config(read_json(run_dir / 'config.json', required=('model',))['model'])
+    weights = load_torch(run_dir / 'model.pt', map_location='cpu')
+    try: m.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise CorruptFileError(run_dir / 'model.pt', f"not the weights of config.json's model ({type(e).__name__})") from None
     return m.eval()
 
-def run_task(run_dir):
+def run_task(run_dir # a run directory with its config.json
+            ): # its TaskConfig
     "The TaskConfig of a run directory."
-    return TaskConfig.from_dict(json.loads((Path(run_dir) / 'config.json').read_text())['task'])
+    return TaskConfig.from_dict(read_json(Path(run_dir) / 'config.json', required=('task',))['task'])
 
 # %% ../nbs/10_figures.ipynb #5d959c75
 @torch.no_grad()

@@ -115,14 +115,14 @@ def test_parameters_tag_survives_nbdev_clean(tmp_path):
     assert any('parameters' in c.get('metadata', {}).get('tags', []) for c in cells)
 
 
-def test_sweep_records_failures_and_goes_on(tmp_path):
+def test_sweep_refuses_a_bad_cell_before_any_run_starts(tmp_path):
+    "A grid with one out-of-range value trains nothing: the sweep is refused up front, naming the key (issue 12)."
     grid = dict(experiment='f', base=dict(length=32, steps=4, batch=4, eval_every=2, eval_size=8, device='cpu',
                                           model_overrides=SMALL),
                 axes=dict(lr=[1e-3, -1.0, 2e-3]))
-    res = run_sweep(grid, engine='python', root=tmp_path, progress=False)
-    assert ['error' in r for _, r in res] == [False, True, False]
-    fails = json.loads((tmp_path / 'f' / 'failures.json').read_text())
-    assert list(fails) == [res[1][0]['out_dir']] and '`lr`' in fails[res[1][0]['out_dir']]['error']
+    with pytest.raises(ValueError, match='`lr`'):
+        run_sweep(grid, engine='python', root=tmp_path, progress=False)
+    assert not any(tmp_path.rglob('summary.json')) and not any(tmp_path.rglob('config.json'))
 
 
 def test_parallel_workers_claim_and_finish_every_group(tmp_path, monkeypatch):

@@ -3,7 +3,8 @@
 Keeps, from each tarball, the run directories that finished (they hold summary.json) and the
 checkpoints of unfinished batched groups (ckpt-group.pt, ckpt-group.json) and single runs (ckpt.pt),
 so that the next sweep resumes them. A finished run never takes a checkpoint along, and a run that
-is already finished here is left as it is.
+is already finished here is left as it is. "Finished" is the run store's (`runs.run_state`): a run
+whose files do not parse or lack a field is broken, never taken, and listed.
 """
 import shutil
 import sys
@@ -12,17 +13,24 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's package, installed or not
+from markov_laplace.runs import run_state  # noqa: E402
+
 CKPTS = ('ckpt-group.pt', 'ckpt-group.json', 'ckpt.pt', 'config.json')
 
 
 def collect(tgz, root=ROOT):
     finished = resumable = 0
+    broken = []
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(tgz) as tar: tar.extractall(tmp, filter='data')
         for run in sorted(Path(tmp, 'runs').glob('*/*/')):
             dest = root / 'runs' / run.relative_to(Path(tmp, 'runs'))
-            if (dest / 'summary.json').exists(): continue
-            if (run / 'summary.json').exists():
+            (here, why_here), (there, why) = run_state(dest), run_state(run)
+            if here == 'broken': broken.append(f'{dest} (here): {why_here}')
+            if here in ('finished', 'broken'): continue
+            if there == 'broken': broken.append(f'{run.relative_to(tmp)} (in {tgz}): {why}'); continue
+            if there == 'finished':
                 dest.mkdir(parents=True, exist_ok=True)
                 for f in run.iterdir():
                     if f.is_file() and not f.name.startswith('ckpt'): shutil.copy2(f, dest / f.name)
@@ -33,11 +41,11 @@ def collect(tgz, root=ROOT):
                 for n in CKPTS:
                     if (run / n).exists(): shutil.copy2(run / n, dest / n)
                 resumable += 1
-    return finished, resumable
+    return finished, resumable, broken
 
 
 if __name__ == '__main__':
     if len(sys.argv) < 2: sys.exit(__doc__)
     for t in sys.argv[1:]:
-        f, r = collect(t)
-        print(f'{t}: {f} finished runs added, {r} unfinished runs with checkpoints kept')
+        f, r, b = collect(t)
+        print(f'{t}: {f} finished runs added, {r} unfinished runs with checkpoints kept, {len(b)} broken runs left out', *b, sep='\n  ')
