@@ -15,9 +15,11 @@ import matplotlib
 import pandas as pd
 import torch
 
-from .bench import bench_data, bench_model, machine_description
+from .bench import bench_data, bench_icl, bench_model, machine_description
 from .chains import dirichlet_kernels, sample_chains
 from .estimators import bayes_risk_table, tracking_frame
+from .icl_curves import CURVE_COLUMNS, reference_curves, reference_methods, task_config
+from .icl_baselines import TASKS
 from . import __version__
 from .runs import collect, find_grid, grid_cells, load_sweep, repo_root, run_sweep, run_sweep_parallel, _load_grid
 from .storage import save_figure, write_csv, write_json
@@ -127,7 +129,7 @@ def _device(s): # 'cpu', 'cuda', 'cuda:N'
 def _parser():
     p = argparse.ArgumentParser(prog='markov-laplace', description='How Mamba learns Markov chains in context: the main job, sweeps, Bayes-risk tables, benchmarks.')
     p.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
-    sub = p.add_subparsers(dest='command', required=True, metavar='{run,sweep,floors,bayes-risk,bench}', help='what to do (each has its own --help)')
+    sub = p.add_subparsers(dest='command', required=True, metavar='{run,sweep,floors,bayes-risk,bench,icl-baselines}', help='what to do (each has its own --help)')
     r = sub.add_parser('run', help='the main job: grids/quick.yaml into runs/local/quick, its table beside the committed runs/quick')
     r.add_argument('--grid', default='quick', help='a grid file or shipped grid name (default: quick)')
     r.add_argument('--root', default=None, help='the runs root to train into (default: runs/local of the repository, git-ignored)')
@@ -163,7 +165,8 @@ def _parser():
     m.add_argument('--backends', nargs='+', default=['torch'], choices=['torch', 'mamba_ssm'], help='model backends to time (mamba_ssm: CUDA)')
     m.add_argument('--runs', type=_int_at_least(1), nargs='*', default=[], help='also time R runs batched in one step, for each R given')
     m.add_argument('--compiled', action='store_true', help='also time each training step compiled (torch.compile)')
-    for q in (r, s, f, b, m): q.set_defaults(parser=q)
+    m.add_argument('--no-icl', action='store_true', help='leave out the function-class rows (samplers, sparse posterior, baseline suite)'); c = _icl_arguments(sub)
+    for q in (r, s, f, b, m, c): q.set_defaults(parser=q)
     return p
 
 # %% ../nbs/99_cli.ipynb #b3138818
@@ -203,15 +206,48 @@ def _cmd_sweep(a): # the parsed arguments of `sweep`
     if broken: print("broken runs keep their files: --restart-broken moves them into <run>/.broken-<UTC time>/ and trains the run again")
     return 1 if failed else 0
 
+# %% ../nbs/99_cli.ipynb #7993e1b0
+def _icl_arguments(sub): # the subparsers of `_parser`
+    "The `icl-baselines` subcommand and its options."
+    c = sub.add_parser('icl-baselines', help="the optimal predictor's and every baseline's error curve of a function class, as CSV")
+    c.add_argument('--task', required=True, choices=list(TASKS), help='the function class')
+    c.add_argument('--prompts', type=_int_at_least(1), default=1280, help='prompts to average over (default 1,280, the papers\' count)')
+    c.add_argument('--out', required=True, help='the CSV to write (merged with the rows already there), e.g. runs/icl/baselines.csv')
+    c.add_argument('--ks', type=_int_at_least(0), nargs='+', default=None, help='the k to report (default: every k from 0 to n - 1)')
+    c.add_argument('--methods', nargs='+', default=None, help="methods among the task's (default: all of them; a bad name lists them)")
+    c.add_argument('--points', type=_int_at_least(2), default=None, help='pairs per prompt n (default: 41, or 101 for decision_tree and relu_net)')
+    c.add_argument('--device', type=_device, default='cpu', help='cpu, cuda or cuda:N: where the prompts and the vectorised predictors run')
+    c.add_argument('--jobs', type=_int_at_least(1), default=1, help='processes for the baselines fitted per prompt (Lasso, trees, XGBoost)')
+    c.add_argument('--seed', type=int, default=0, help='seed of the prompts (drawn on the CPU) and of every method\'s draws')
+    c.add_argument('--gd-steps', type=_int_at_least(1), default=None, help='Adam steps of the GD-trained nets (default: their registered settings)')
+    return c
+
+# %% ../nbs/99_cli.ipynb #50b850b7
+def _cmd_icl_baselines(a): # the parsed arguments of `icl-baselines`
+    "markov-laplace icl-baselines: one task's curves into --out, checked first, resuming finished methods."
+    n = task_config(a.task, a.points).n_points
+    allowed = reference_methods(a.task)
+    bad = [m for m in a.methods or [] if m not in allowed]
+    if bad: a.parser.error(f"argument --methods: {bad[0]!r} is not a method of {a.task}; choose from {', '.join(allowed)}")
+    if a.ks and max(a.ks) >= n: a.parser.error(f'argument --ks: must be integers in [0, {n - 1}] for {n} points; got {max(a.ks)}')
+    gd = {m: {'steps': a.gd_steps} for m in allowed if m.startswith('gd_relu_net')} if a.gd_steps else None
+    t0 = time.perf_counter()
+    cur = reference_curves(a.task, a.prompts, a.points, a.seed, a.device, a.methods, a.ks, a.jobs, gd, out=a.out, progress=True)
+    last = cur[cur.k == cur.k.max()].set_index('method')[['error', 'lo', 'hi']]
+    print(f'\n{a.task}, k = {cur.k.max()}:'); print(last.round(4).to_string())
+    print(f'\nwrote {a.out} ({len(cur)} rows of {a.task}) and its settings {Path(a.out).with_suffix(".json")} in {time.perf_counter() - t0:.0f} s')
+    return 0
+
 # %% ../nbs/99_cli.ipynb #0576e5de
 _COLS = ['order', 'vocab', 'length', 'laplace_loss', 'oracle_loss', 'oracle_gap', 'oracle_gap_ci', 'paper_oracle_gap']
 
 def main(argv=None):
-    "Console entry point: `markov-laplace {run,sweep,floors,bayes-risk,bench}`."
+    "Console entry point: `markov-laplace {run,sweep,floors,bayes-risk,bench,icl-baselines}`."
     a = _parser().parse_args(argv)
     pd.set_option('display.width', 200)
     if a.command == 'run': return _cmd_run(a)
     if a.command == 'sweep': return _cmd_sweep(a)
+    if a.command == 'icl-baselines': return _cmd_icl_baselines(a)
     if a.command == 'floors':
         table = run_floors(a.out, a.n_seqs, a.seed)
         print(table[_COLS].round(4).to_string(index=False))
@@ -222,7 +258,8 @@ def main(argv=None):
         table = bayes_risk_table([(k, a.vocab, a.length) for k in a.order], a.beta, n_seqs=a.n_seqs, generator=g)
         print(table[_COLS].round(4).to_string(index=False))
     elif a.command == 'bench':
-        table = pd.concat([bench_data(a.repeat, a.device), bench_model(a.repeat, a.device, a.backends, runs=a.runs, compiled=a.compiled)], ignore_index=True)
+        table = pd.concat([bench_data(a.repeat, a.device), bench_model(a.repeat, a.device, a.backends, runs=a.runs, compiled=a.compiled),
+                           *([] if a.no_icl else [bench_icl(a.repeat, a.device)])], ignore_index=True)
         print(f'# {machine_description(a.device)}')
         print(table.round(3).to_string(index=False))
         if a.out: write_csv(a.out, table)
