@@ -83,6 +83,7 @@ def test_bad_configs_name_the_field():
 @pytest.mark.gpu
 @pytest.mark.parametrize('preset,over', [('mamba', {}), ('mamba', dict(d_conv=5, n_heads=2)), ('mambazero', {}), ('mamba1', {})])
 def test_mamba_ssm_model_matches_torch_backend(preset, over):
+    pytest.importorskip('mamba_ssm')  # the fused kernels: skipped, not failed, where the package is absent
     torch.backends.cuda.matmul.allow_tf32 = False
     x = torch.randint(2, (8, 512), generator=torch.Generator().manual_seed(0)).cuda()
     ref = build(preset, seed=2, **over).cuda()

@@ -101,6 +101,7 @@ def test_mamba_ssm_backend_fails_clearly_without_cuda(gen):
 @pytest.mark.parametrize('length', [64, 100, 512])
 @pytest.mark.parametrize('scan', ['ssd', 's6'])
 def test_mamba_ssm_matches_torch(scan, length):
+    pytest.importorskip('mamba_ssm')  # the fused kernels: skipped, not failed, where the package is absent
     g = torch.Generator().manual_seed(length)
     if scan == 'ssd': fn, args = ssd_scan, _ssd_inputs(g, b=4, l=length, h=2, p=16, n=8, device='cuda')
     else: fn, args = s6_scan, _s6_inputs(g, b=4, l=length, d=16, n=8, device='cuda')
