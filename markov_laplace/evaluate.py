@@ -6,7 +6,7 @@
 __all__ = ['EVAL_SEED', 'FINAL', 'eval_batches', 'sequence_metrics', 'summarise', 'sequences_for', 'final_fields', 'evaluate_run',
            'evaluate_runs']
 
-# %% ../nbs/12_evaluate.ipynb #19d781f8
+# %% ../nbs/12_evaluate.ipynb #53ac9bae
 import math
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from .estimators import position_kl, position_nll
 from .storage import read_json, write_json
 from .train import sample_task
 
-# %% ../nbs/12_evaluate.ipynb #2edc780b
+# %% ../nbs/12_evaluate.ipynb #9c45b1dc
 EVAL_SEED = 20261129 # the re-evaluation set's seed: another set than any run's training-time evaluation (eval_seed 12345)
 
 def eval_batches(task, # TaskConfig
@@ -30,7 +30,7 @@ def eval_batches(task, # TaskConfig
     g = torch.Generator().manual_seed(seed)
     return [sample_task(task, min(batch, n - s), generator=g, device='cpu', split='eval') for s in range(0, n, batch)]
 
-# %% ../nbs/12_evaluate.ipynb #7035cd64
+# %% ../nbs/12_evaluate.ipynb #2bc4fbb7
 @torch.no_grad()
 def sequence_metrics(model, # any model with log_probs(tokens) -> (B, T, S)
                      batches, # from `eval_batches`
@@ -49,7 +49,7 @@ def sequence_metrics(model, # any model with log_probs(tokens) -> (B, T, S)
     model.train(was)
     return pd.DataFrame({k: torch.cat([r[k] for r in rows]).numpy() for k in rows[0]})
 
-# %% ../nbs/12_evaluate.ipynb #553e23ed
+# %% ../nbs/12_evaluate.ipynb #0f20af80
 def summarise(per, # DataFrame from `sequence_metrics`
               z=1.96, # 1.96: the 95% normal interval
              ): # dict: each metric's mean and, for the compared ones, the half-width `<metric>_ci`
@@ -63,7 +63,7 @@ def summarise(per, # DataFrame from `sequence_metrics`
     out['sequences'] = n
     return out
 
-# %% ../nbs/12_evaluate.ipynb #c575f059
+# %% ../nbs/12_evaluate.ipynb #7f1cbb6f
 def sequences_for(sd, # per-sequence standard deviation of the metric (nats)
                   half_width=1e-3, # the target half-width of the interval (nats)
                   z=1.96, # 95%
@@ -72,7 +72,7 @@ def sequences_for(sd, # per-sequence standard deviation of the metric (nats)
     if not (sd >= 0 and half_width > 0): raise ValueError(f'sd must be >= 0 and half_width > 0, got sd={sd}, half_width={half_width}')
     return max(2, math.ceil((z * sd / half_width) ** 2))
 
-# %% ../nbs/12_evaluate.ipynb #b1c00ff7
+# %% ../nbs/12_evaluate.ipynb #b2a9c4c9
 FINAL = ('loss', 'laplace_loss', 'oracle_loss', 'gap', 'oracle_gap', 'kl_laplace')
 
 def final_fields(s, # from `summarise`
@@ -83,31 +83,36 @@ def final_fields(s, # from `summarise`
     out.update({f'final_{k}_ci': s[f'{k}_ci'] for k in ('loss', 'gap', 'oracle_gap', 'kl_laplace')})
     return dict(out, final_eval_sequences=s['sequences'], final_eval_seed=seed)
 
-# %% ../nbs/12_evaluate.ipynb #21b8c81c
+# %% ../nbs/12_evaluate.ipynb #e6d5643e
 def evaluate_run(run_dir, # a finished run: config.json, model.pt, summary.json
                  n=4096, # sequences
                  seed=EVAL_SEED,
                  device='cpu',
                  batches=None, # a cache {task json: eval set}, shared across runs of one task
                  force=False, # re-evaluate even when summary.json already holds this evaluation
+                 target=None, # a half-width (nats): when the gaps' intervals are wider, evaluate again on enough sequences
                 ): # the final_* fields
     "Score a run's final model on a large CPU-drawn set; write the result into its summary.json."
     from markov_laplace.figures import load_model, run_task  # figures sits above this module's neighbours
     run_dir = Path(run_dir)
     summary = read_json(run_dir / 'summary.json', required=('steps',))
-    if not force and summary.get('final_eval_sequences') == n and summary.get('final_eval_seed') == seed:
-        return {k: v for k, v in summary.items() if k.startswith('final_')}
+    done = summary.get('final_eval_seed') == seed and summary.get('final_eval_sequences', 0) >= n
+    if done and target is not None:
+        worst = max(summary['final_gap_ci'], summary['final_oracle_gap_ci'])
+        if worst > target:  # the set is a prefix of a larger one (same seed, same batches): extend it
+            n, done = max(n, 2 ** math.ceil(math.log2(summary['final_eval_sequences'] * (worst / target) ** 2))), False
+    if done and not force: return {k: v for k, v in summary.items() if k.startswith('final_')}
     task = run_task(run_dir)
-    key = task.to_json()
+    key = (task.to_json(), n)
     if batches is None: batches = {}
     if key not in batches: batches[key] = eval_batches(task, n, seed)
     fields = final_fields(summarise(sequence_metrics(load_model(run_dir), batches[key], device)), seed)
     write_json(run_dir / 'summary.json', {**summary, **fields})
     return fields
 
-# %% ../nbs/12_evaluate.ipynb #13a764d1
+# %% ../nbs/12_evaluate.ipynb #a8ed3969
 def evaluate_runs(roots, # a runs root (e.g. runs/), an experiment's directory, or a list of them
-                  n=4096, seed=EVAL_SEED, device='cpu', force=False,
+                  n=4096, seed=EVAL_SEED, device='cpu', force=False, target=None,
                   shard=(0, 1), # (i, m): only the i-th of m round-robin shares of the distinct tasks (parallel workers)
                   progress=True,
                  ): # DataFrame: one row per run, its path and final_* fields (or the error)
@@ -125,6 +130,6 @@ def evaluate_runs(roots, # a runs root (e.g. runs/), an experiment's directory, 
     cache, rows, last = {}, [], None
     for r in tqdm(sorted(runs, key=lambda r: (keys[r], str(r))), disable=not progress, desc='evaluate', unit='run'):
         if keys[r] != last: cache.clear(); last = keys[r]  # one evaluation set in memory at a time
-        try: rows.append(dict(path=str(r), **evaluate_run(r, n, seed, device, cache, force)))
+        try: rows.append(dict(path=str(r), **evaluate_run(r, n, seed, device, cache, force, target)))
         except Exception as e: rows.append(dict(path=str(r), error=f'{type(e).__name__}: {e}'))
     return pd.DataFrame(rows)
