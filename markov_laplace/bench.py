@@ -15,7 +15,7 @@ import torch
 
 from .chains import dirichlet_kernels, sample_chains
 from .estimators import laplace_probs, position_nll
-from .mamba import fast_paths
+from .layers import fast_paths
 from .models import build
 from .train import TaskConfig, TrainConfig, _autocast, make_optimizer, sample_task
 from .batched import BatchedTrainer

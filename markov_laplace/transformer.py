@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .chains import Config, _fail, check_tokens
-from .mamba import Embedding, LayerNorm, Linear, upcast
+from .layers import Embedding, LayerNorm, Linear, upcast
 
 # %% ../nbs/04_transformer.ipynb #1acde4db
 @dataclass

@@ -113,7 +113,7 @@ def _lp_and_grads(m, x):
 
 
 def _fast_vs_reference(m, x, rtol, atol):
-    from markov_laplace.mamba import fast_paths
+    from markov_laplace.layers import fast_paths
     lp_fast, g_fast = _lp_and_grads(m, x)
     before = fast_paths(False)
     try: lp_ref, g_ref = _lp_and_grads(m, x)
