@@ -13,7 +13,7 @@ import numpy as np
 import seaborn as sns
 
 from .models import from_config
-from .runs import collect, repo_root
+from .store import collect, repo_root
 from .storage import CorruptFileError, load_torch, read_json
 from .train import TaskConfig
 
