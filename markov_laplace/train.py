@@ -4,8 +4,7 @@
 
 # %% auto #0
 __all__ = ['TaskConfig', 'Batch', 'sample_task', 'Evaluator', 'check_device', 'TrainConfig', 'lr_at', 'decay_names', 'adamw',
-           'make_optimizer', 'restore_checkpoint', 'train', 'tracking', 'best_beta', 'decay_stats',
-           'key_query_products']
+           'make_optimizer', 'restore_checkpoint', 'train']
 
 # %% ../nbs/08_train.ipynb #8e2a6d6f
 import math
@@ -257,62 +256,3 @@ def train(model, # any model with log_probs; moved to the config's device
         bar.update(1)
     bar.close()
     return pd.DataFrame(history)
-
-# %% ../nbs/08_train.ipynb #3c322d5e
-@torch.no_grad()
-def tracking(model, task, seed=7, context=0, symbol=1):
-    "Model vs add-β for P(symbol | current context = context) along one fixed test sequence (Fig 1a)."
-    b = sample_task(task, 1, generator=torch.Generator().manual_seed(seed), split='eval')
-    dev = next(model.parameters()).device
-    p_model = model.log_probs(b.tokens.to(dev)).exp().cpu()[0, :, symbol]
-    at = (b.tokens[0] == context).nonzero().squeeze(1) if task.order == 1 else torch.arange(b.tokens.shape[1])
-    return pd.DataFrame({'t': at.tolist(), 'model': p_model[at].tolist(), 'add-β': b.laplace[0, at, symbol].tolist(),
-                         'oracle': b.oracle[0, at, symbol].tolist()})
-
-@torch.no_grad()
-def best_beta(model, evaluator, grid=None):
-    "The β whose add-β is closest to the model: minimises KL(model ‖ add-β_β) on the evaluation set (Fig 5b)."
-    task = evaluator.task
-    grid = torch.logspace(-1, 1, 41).tolist() if grid is None else grid
-    dev = next(model.parameters()).device
-    lqs = [model.log_probs(b.tokens.to(dev)).float().cpu() for b in evaluator.batches]
-    def kl(beta):
-        tot = n = 0
-        for b, lq in zip(evaluator.batches, lqs):
-            x = b.tokens.cpu()
-            lp = (switching_laplace_probs(x, task.vocab, beta, task.order, p_switch=task.p_switch) if task.switching
-                  else laplace_probs(x, task.order, task.vocab, beta)).log()
-            k = position_kl(lq, lp)
-            tot, n = tot + k.double().sum().item(), n + k.numel()
-        return tot / n
-    scores = [kl(b) for b in grid]
-    return pd.DataFrame({'beta': grid, 'kl_model_to_addbeta': scores})
-
-@torch.no_grad()
-def decay_stats(model, evaluator, layer=0):
-    "Mean and standard deviation of a_t at every position, over the evaluation set (Fig 4)."
-    dev = next(model.parameters()).device
-    a = torch.cat([model.internals(b.tokens.to(dev))[layer]['a'].float().cpu() for b in evaluator.batches])  # (N, T, H)
-    a = a.mean(-1)
-    return pd.DataFrame({'t': range(a.shape[1]), 'a_mean': a.mean(0).tolist(), 'a_std': a.std(0).tolist()})
-
-@torch.no_grad()
-def key_query_products(model, evaluator, layer=0):
-    "b(ij)·c(k): mean key given (previous i, current j) against mean query given current k (Fig 5a; order 1)."
-    dev = next(model.parameters()).device
-    S = evaluator.task.vocab
-    keys, queries = torch.zeros(S, S, model.config.d_state), torch.zeros(S, model.config.d_state)
-    nk, nq = torch.zeros(S, S), torch.zeros(S)
-    for b in evaluator.batches:
-        x = b.tokens
-        inside = model.internals(x.to(dev))[layer]
-        B, C = inside['B'].float().cpu(), inside['C'].float().cpu()
-        ok = (x < S)
-        prev, cur = x[:, :-1], x[:, 1:]
-        m = ok[:, :-1] & ok[:, 1:]
-        keys.index_put_((prev[m], cur[m]), B[:, 1:][m], accumulate=True)
-        nk.index_put_((prev[m], cur[m]), torch.ones(int(m.sum())), accumulate=True)
-        queries.index_put_((x[ok],), C[ok], accumulate=True); nq.index_put_((x[ok],), torch.ones(int(ok.sum())), accumulate=True)
-    keys, queries = keys / nk[..., None].clamp(min=1), queries / nq[:, None].clamp(min=1)
-    prod = torch.einsum('ijn,kn->ijk', keys, queries)
-    return pd.DataFrame([dict(i=i, j=j, k=k, product=prod[i, j, k].item()) for i in range(S) for j in range(S) for k in range(S)])

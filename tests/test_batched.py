@@ -47,7 +47,8 @@ def test_bad_batches_fail_clearly():
 
 
 def test_sweep_batches_seeds_and_skips_finished(tmp_path):
-    from markov_laplace.runs import collect, run_sweep
+    from markov_laplace.runs import run_sweep
+    from markov_laplace.store import collect
     grid = dict(experiment='b', base=dict(length=32, steps=6, batch=4, eval_every=3, eval_size=8, device='cpu',
                                           model_overrides=dict(d_model=4, d_state=4)),
                 axes=dict(order=[1, 2], seed=[0, 1, 2]))

@@ -20,7 +20,8 @@ import yaml
 
 import markov_laplace.runs as runs
 from markov_laplace.cli import _parser, main
-from markov_laplace.runs import collect, data_file, find_grid, load_sweep, run_state, run_sweep
+from markov_laplace.runs import data_file, find_grid, load_sweep, run_sweep
+from markov_laplace.store import collect, run_state
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = dict(length=16, steps=2, batch=2, eval_every=1, eval_size=4, device='cpu', model_overrides=dict(d_model=4, d_state=4))

@@ -3,7 +3,7 @@
 Keeps, from each tarball, the run directories that finished (they hold summary.json) and the
 checkpoints of unfinished batched groups (ckpt-group.pt, ckpt-group.json) and single runs (ckpt.pt),
 so that the next sweep resumes them. A finished run never takes a checkpoint along, and a run that
-is already finished here is left as it is. "Finished" is the run store's (`runs.run_state`): a run
+is already finished here is left as it is. "Finished" is the run store's (`store.run_state`): a run
 whose files do not parse or lack a field is broken, never taken, and listed.
 """
 import shutil
@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's package, installed or not
-from markov_laplace.runs import run_state  # noqa: E402
+from markov_laplace.store import run_state  # noqa: E402
 
 CKPTS = ('ckpt-group.pt', 'ckpt-group.json', 'ckpt.pt', 'config.json')
 
