@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .chains import _fail
 from .storage import save_torch
-from .train import Evaluator, _autocast, adamw, decay_names, lr_at, restore_checkpoint, sample_task
+from .train import Evaluator, _autocast, adamw, decay_names, lr_at, restore_checkpoint, task_of
 
 # %% ../nbs/11_batched.ipynb #c9967aa5
 def _clip_per_run(grads, max_norm):
@@ -29,7 +29,7 @@ def _clip_per_run(grads, max_norm):
 class BatchedTrainer:
     "R runs of one architecture as one set of stacked parameters: `step()` trains all of them once."
     def __init__(self, models, # R models of one architecture (their initial weights differ by seed)
-                 tasks, # one TaskConfig for all runs, or one per run (same length and model vocabulary)
+                 tasks, # one task config for all runs, or one per run (one Task, one model_io)
                  cfg, # TrainConfig shared by the runs, except the seeds
                  seeds, # R data seeds (run r draws from torch.Generator(seed_r + 1), as `train` does)
                  data='per_run', # 'per_run': each run's own generator (prefetch=1 reproduces `train`); 'joint': one draw for all
@@ -43,10 +43,11 @@ class BatchedTrainer:
         R = len(models)
         if R < 1 or len(seeds) != R: _fail('seeds', f'one seed per model ({R})', seeds)
         tasks = [tasks] * R if not isinstance(tasks, (list, tuple)) else list(tasks)
-        if len(tasks) != R: _fail('tasks', f'one TaskConfig, or one per model ({R})', len(tasks))
+        if len(tasks) != R: _fail('tasks', f'one task config, or one per model ({R})', len(tasks))
         self.tasks = [t.validate() for t in tasks]
-        if len({(t.length, t.model_vocab) for t in self.tasks}) != 1:
-            _fail('tasks', 'tasks of one length and one model vocabulary', sorted({(t.length, t.model_vocab) for t in self.tasks}))
+        self.spec = spec = task_of(self.tasks[0])
+        ios = {(task_of(t).name, str(task_of(t).model_io(t))) for t in self.tasks}
+        if len(ios) != 1: _fail('tasks', 'configs of one task with one model_io (what the model reads and writes)', sorted(ios))
         if data not in ('per_run', 'joint'): _fail('data', 'per_run | joint', data)
         if data == 'joint' and len(set(map(str, self.tasks))) > 1: _fail('data', "'per_run' when the runs' tasks differ", data)
         if not (isinstance(prefetch, int) and prefetch >= 1): _fail('prefetch', 'an integer >= 1', prefetch)
@@ -69,31 +70,28 @@ class BatchedTrainer:
             for group in self.opt.param_groups: group['lr'] = self.lr
         self.gens = [torch.Generator(device=self.device).manual_seed(s + 1) for s in seeds]
         device, dtype = self.device, cfg.dtype
-        def loss_fn(p, b, x):
+        def loss_fn(p, b, batch):
             with _autocast(device, dtype):
-                lp = functional_call(base, (p, b), (x,))
-            return -lp.float()[:, :-1].gather(-1, x[:, 1:, None]).mean()  # position_nll's checks cannot run under vmap
+                out = functional_call(base, (p, b), (spec.inputs(batch),))
+            return spec.loss(out, batch)
         self._step_fn = vmap(grad_and_value(loss_fn), in_dims=(0, 0, 0))  # every run: gradient and loss on its own batch
         if compile: self._step_fn = torch.compile(self._step_fn)  # compiled at the first (eager) step, before any capture
         self._eval_fn = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)).float(), in_dims=(0, 0, 0))
-        T = self.tasks[0].length
-        self.x = torch.zeros(R, cfg.batch, T, dtype=torch.long, device=self.device)  # the step's tokens
+        self.x = None  # the step's batch: fixed buffers (R, B, ...), made at the first step
         self.loss_sum = torch.zeros(R, device=self.device)  # training losses since the last `take_losses`
         self.n_losses, self.n_steps, self.warmup, self._graph, self._queue, self._eager = 0, 0, warmup, None, [], 0
 
-    def _draw(self): # the next `prefetch` steps of data: (prefetch, R, B, T), compactly stored
-        c, K = self.cfg, self.prefetch
+    def _draw(self): # the next `prefetch` steps of data: a list of `prefetch` batches, each a tuple of (R, B, ...) tensors
+        B, K, R = self.cfg.batch, self.prefetch, self.R
         if self.data == 'per_run':
-            xs = [sample_task(t, K * c.batch, generator=g, device=self.device, references=False).tokens.view(K, c.batch, -1)
-                  for t, g in zip(self.tasks, self.gens)]
-            xs = torch.stack(xs, 1)
+            per_run = [self.spec.train_batch(t, K * B, g, self.device) for t, g in zip(self.tasks, self.gens)]
+            parts = [torch.stack([b[i].view(K, B, *b[i].shape[1:]) for b in per_run], 1) for i in range(len(per_run[0]))]
         else:
-            xs = sample_task(self.tasks[0], K * self.R * c.batch, generator=self.gens[0], device=self.device,
-                             references=False).tokens.view(K, self.R, c.batch, -1)
-        return xs.to(torch.uint8) if self.tasks[0].model_vocab <= 256 else xs
+            parts = [t.view(K, R, B, *t.shape[1:]) for t in self.spec.train_batch(self.tasks[0], K * R * B, self.gens[0], self.device)]
+        return [tuple(p[k] for p in parts) for k in range(K)]
 
-    def batch(self): # (R, B, T) tokens of the next step
-        if not self._queue: self._queue = list(self._draw().unbind(0))
+    def batch(self): # the next step's batch: a tuple of (R, B, ...) tensors
+        if not self._queue: self._queue = self._draw()
         return self._queue.pop(0)
 
     def _compute(self): # the step itself: what a CUDA graph records
@@ -104,7 +102,9 @@ class BatchedTrainer:
         self.loss_sum.add_(losses.detach())
 
     def step(self): # one optimizer step of every run
-        self.x.copy_(self.batch())
+        batch = self.batch()
+        if self.x is None: self.x = tuple(torch.empty_like(t) for t in batch)
+        for buf, t in zip(self.x, batch): buf.copy_(t)
         lr = lr_at(self.n_steps, self.cfg)
         if not self.graph:
             for group in self.opt.param_groups: group['lr'] = lr
@@ -135,9 +135,9 @@ class BatchedTrainer:
     @torch.no_grad()
     def evaluate(self, evs): # one Evaluator per run (or one for all) -> one metrics dict per run
         evs = [evs] * self.R if isinstance(evs, Evaluator) else list(evs)
-        out = [[] for _ in evs]  # per run: one (n, T, V) log-probability tensor per evaluation batch
+        out = [[] for _ in evs]  # per run: one model output per evaluation batch
         for i in range(len(evs[0].batches)):
-            x = torch.stack([ev.batches[i].tokens for ev in evs])  # (R, n, T)
+            x = torch.stack([ev.spec.inputs(ev.batches[i]) for ev in evs])  # (R, n, ...)
             for a in range(0, self.R, self.eval_runs):  # a few runs at a time
                 part = slice(a, a + self.eval_runs)
                 lp = self._eval_fn({k: v[part] for k, v in self.params.items()}, {k: v[part] for k, v in self.buffers.items()}, x[part])
@@ -156,7 +156,7 @@ class BatchedTrainer:
             for group in self.opt.param_groups: group['lr'] = self.lr
         if len(state['gens']) != self.R: raise ValueError(f"a state of {len(state['gens'])} runs, not {self.R}")
         for g, st in zip(self.gens, state['gens']): g.set_state(st.cpu())
-        self.n_steps, self._queue = int(state['n_steps']), [q.to(self.device) for q in state['queue']]
+        self.n_steps, self._queue = int(state['n_steps']), [tuple(t.to(self.device) for t in q) for q in state['queue']]
 
     @torch.no_grad()
     def write_back(self): # the trained weights into the R models

@@ -30,7 +30,7 @@ from .evaluate import EVAL_SEED, eval_batches, final_fields, sequence_metrics, s
 from .models import PRESETS, build, preset_config
 from .storage import CorruptFileError, write_json
 from .store import HOW_FIELDS, check_run, check_run_dir, read_summary, repo_root, run_config, set_aside, write_results
-from .train import TaskConfig, TrainConfig, train
+from .train import TaskConfig, TrainConfig, task_of, train
 
 # %% ../nbs/09_runs.ipynb #d6689324
 def final_eval_size(device):
@@ -57,7 +57,7 @@ def run_experiment(out, # the run directory
     "Train one model into `out` (skipped when finished, resumed when interrupted) and write its results."
     out = Path(out)
     task, cfg = task.validate(), cfg.validate()
-    model = build(preset, vocab=task.model_vocab, seed=cfg.seed, **model_overrides)
+    model = build(preset, vocab=task_of(task).model_io(task)['vocab'], seed=cfg.seed, **model_overrides)
     config = run_config(task, preset, model, cfg)
     check_run_dir(out, config)
     if (out / 'summary.json').exists(): return read_summary(out)
@@ -92,11 +92,11 @@ def run_markov(progress=True, **params):
 BATCH_KEYS = {'seeds': ('seed',), 'runs': ('seed', 'order'), 'shapes': None} # what may differ between the runs of one batched group (None: all but the shape)
 
 def shape_key(cell):
-    "What the runs of one batched step share: the model as built (but HOW_FIELDS), the training settings but the seed, the length and the model's alphabet."
+    "What the runs of one batched step share: the model as built (but HOW_FIELDS), the training settings but the seed, what the model reads and writes (the task's `model_io`)."
     task, preset, over, cfg, _ = split_params(cell)
-    model = {k: v for k, v in preset_config(preset, task.model_vocab, **over).to_dict().items() if k not in HOW_FIELDS}
-    return json.dumps(dict(family=PRESETS[preset][0], model=model, train={**cfg.to_dict(), 'seed': 0}, length=task.length,
-                           vocab=task.model_vocab), sort_keys=True, default=str)
+    io = task_of(task).model_io(task)
+    model = {k: v for k, v in preset_config(preset, io['vocab'], **over).to_dict().items() if k not in HOW_FIELDS}
+    return json.dumps(dict(family=PRESETS[preset][0], model=model, train={**cfg.to_dict(), 'seed': 0}, io=io), sort_keys=True, default=str)
 
 def run_group(cells, # flat parameter dicts (with out_dir) of one shape (`shape_key`)
               progress=True,
@@ -109,7 +109,7 @@ def run_group(cells, # flat parameter dicts (with out_dir) of one shape (`shape_
     cfg = parts[0][3]
     if len({shape_key(c) for c in cells}) != 1:
         _fail('cells', 'runs of one shape (model, training settings but the seed, length and alphabet)', [c['out_dir'] for c in cells])
-    models = [build(p[1], vocab=p[0].model_vocab, seed=p[3].seed, **p[2]) for p in parts]
+    models = [build(p[1], vocab=task_of(p[0]).model_io(p[0])['vocab'], seed=p[3].seed, **p[2]) for p in parts]
     configs = [run_config(p[0], p[1], m, p[3]) for m, p in zip(models, parts)]
     for p, config in zip(parts, configs):
         check_run_dir(p[4], config)
@@ -233,7 +233,7 @@ def cell_problems(cell, # a flat parameter dict of `grid_cells`
     "Validate one run's configs (task, training, preset, model fields) as the run will build them."
     try:
         task, preset, over, cfg, _ = split_params(cell)
-        preset_config(preset, task.model_vocab, **over)
+        preset_config(preset, task_of(task).model_io(task)['vocab'], **over)
     except (ValueError, TypeError) as e: return str(e)
 
 def load_sweep(grids, # grid dicts or JSON / YAML file paths (a list, or one)
@@ -313,8 +313,9 @@ def _run_papermill(params, template, progress):
 def cell_cost(cell):
     "A rough relative cost of training one cell (steps × batch × length × layers × width), to start the longest first."
     task, preset, over, cfg, _ = split_params(cell)
-    m = preset_config(preset, task.model_vocab, **over)
-    return cfg.steps * cfg.batch * task.length * m.n_layers * max(m.d_model, 8)
+    io = task_of(task).model_io(task)
+    m = preset_config(preset, io['vocab'], **over)
+    return cfg.steps * cfg.batch * io['length'] * m.n_layers * max(m.d_model, 8)
 
 def _unit_cost(unit): # a cell's or group's cost; 0 for a broken cell, which fails (and is recorded) in its turn
     try: return sum(cell_cost(c) for _, c in unit)

@@ -124,3 +124,28 @@ def test_group_checkpoint_of_another_group_is_discarded(tmp_path):
     torch.save({'not': 'a trainer state'}, first / 'ckpt-group.pt')
     res = run_group(cells, progress=False)
     assert len(res) == 2 and not (first / 'ckpt-group.pt').exists() and not (first / 'ckpt-group.json').exists()
+
+
+def test_a_vector_task_trains_through_both_trainers():
+    "The trainers see a task only through its protocol: in-context regression (vectors in, scalars out) runs unchanged."
+    from markov_laplace.icl_optimal import REGRESSION
+    from markov_laplace.icl_tasks import ICLTaskConfig
+    from markov_laplace.train import task_of
+
+    class PerToken(torch.nn.Module):  # no model of the package reads vectors yet: a per-token linear read-out
+        def __init__(self, seed):
+            super().__init__()
+            self.read = torch.nn.Linear(3, 1)
+            with torch.no_grad():  # the seed's weights, whatever the global generator
+                self.read.weight.copy_(torch.randn(1, 3, generator=torch.Generator().manual_seed(seed))); self.read.bias.zero_()
+        def forward(self, tokens): return self.read(tokens)
+
+    task = ICLTaskConfig(task='linear', d=3, d_cur=3, n_points=7)
+    assert task_of(task) is REGRESSION
+    cfg = TrainConfig(steps=20, batch=8, eval_every=10, eval_size=16, device='cpu', lr=1e-2)
+    apart = [train(PerToken(s), task, TrainConfig(**{**cfg.to_dict(), 'seed': s}), progress=False) for s in (0, 1)]
+    together, _ = train_batched([PerToken(s) for s in (0, 1)], task, cfg, [0, 1], progress=False)
+    for a, b in zip(apart, together):
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-4, atol=1e-6)
+    assert list(apart[0].columns) == ['step', 'lr', 'train_loss', 'loss', 'least_squares_loss', 'gap']
+    assert (apart[0].least_squares_loss < apart[0].loss).all()
