@@ -114,7 +114,9 @@ def has_kernel(name='python3'):
         return True
     except Exception: return False
 
+# %% ../nbs/09_runs.ipynb #3e156c3d
 def _run_papermill(params, template, progress):
+    "Run one cell by executing the template notebook into its run directory (`notebook.ipynb`); its summary."
     import papermill as pm
     out = Path(params['out_dir']).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -124,6 +126,64 @@ def _run_papermill(params, template, progress):
                         progress_bar=progress, kernel_name='python3')
     os.replace(tmp, out / 'notebook.ipynb')
     return read_summary(out)
+
+# %% ../nbs/09_runs.ipynb #737b33ad
+def _failed(failures, # {experiment: {out_dir: error}}, added to
+            exp, cell, e, # the cell that failed, and how
+           ): # the error recorded
+    "Record a cell's failure (error, traceback, whether its files are broken) and go on: one broken cell must not stop a sweep."
+    res = dict(error=f'{type(e).__name__}: {e}', traceback=traceback.format_exc(), broken=isinstance(e, CorruptFileError))
+    failures.setdefault(exp, {})[cell['out_dir']] = res
+    print(f"{'BROKEN' if res['broken'] else 'FAILED'} {cell['out_dir']}: {res['error']}", file=sys.stderr)
+    return res
+
+# %% ../nbs/09_runs.ipynb #90831d99
+def _finished(cell, restart_broken=False):
+    "Whether a cell's run has finished; a broken run raises (and is recorded as broken), unless it is set aside to start again."
+    try: return check_run(cell['out_dir']) == 'finished'
+    except CorruptFileError as e:
+        if not restart_broken: raise
+        print(f"set aside {cell['out_dir']} into {set_aside(cell['out_dir']).name}: {e.why}", file=sys.stderr)
+        return False
+
+# %% ../nbs/09_runs.ipynb #3fa45975
+def _sweep_cell(exp, cell, failures, restart_broken, engine, template, progress): # its summary, or the error recorded
+    "One cell of a sweep: read back when finished, else run by its engine; a failure is recorded, not raised."
+    try:
+        if _finished(cell, restart_broken): return read_summary(cell['out_dir'])
+        if engine == 'python': return run_markov(progress=progress, **cell)
+        return _run_papermill(cell, template, progress)
+    except Exception as e: return _failed(failures, exp, cell, e)
+
+# %% ../nbs/09_runs.ipynb #80f72790
+def _sweep_group(group, # [(experiment, cell)] of one batched group
+                 last, # the last try: running out of GPU memory is a failure, not a reason to try again
+                 failures, restart_broken, progress, prefetch, compile,
+                ): # [(cell, summary or error)]
+    "One batched group of a sweep: its unfinished cells trained together (`run_group`), the finished ones read back."
+    new, todo = {}, []
+    for exp, c in group:
+        try:
+            if not _finished(c, restart_broken): todo.append(c)
+        except CorruptFileError as e: new[c['out_dir']] = _failed(failures, exp, c, e)
+    try: new |= dict(zip([c['out_dir'] for c in todo], run_group(todo, progress, prefetch, compile))) if todo else {}
+    except torch.OutOfMemoryError as e:
+        if not last: raise  # once more at the end (`retry_oom`)
+        if torch.cuda.is_available(): torch.cuda.empty_cache()
+        new |= {c['out_dir']: _failed(failures, exp, c, e) for exp, c in group if c in todo}
+    except Exception as e: new |= {c['out_dir']: _failed(failures, exp, c, e) for exp, c in group if c in todo}
+    return [(c, new[c['out_dir']] if c['out_dir'] in new else read_summary(c['out_dir'])) for _, c in group]
+
+# %% ../nbs/09_runs.ipynb #64268894
+def _write_failures(cells, # [(experiment, cell)] of the sweep
+                   failures, # {experiment: {out_dir: error}}
+                   shard=(0, 1)):
+    "Each experiment's `failures.json` (a shard's: `failures-<i>of<n>.json`); removed when nothing failed."
+    for exp_dir in {Path(c['out_dir']).parent for _, c in cells}:
+        path = exp_dir / (f'failures-{shard[0]}of{shard[1]}.json' if shard[1] > 1 else 'failures.json')
+        mine = {k: v for fs in failures.values() for k, v in fs.items() if Path(k).parent == exp_dir}
+        if mine: write_json(path, mine)
+        elif path.exists(): path.unlink()
 
 # %% ../nbs/09_runs.ipynb #3cf86a1c
 def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a list of them
@@ -147,50 +207,16 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
     if engine == 'papermill' and not batch and not has_kernel():
         print('no Jupyter kernel `python3` here (pip install ipykernel): running with the python engine', file=sys.stderr)
         engine = 'python'
-    results, failures = [], {}
-    def fail(exp, cell, e):  # record and go on: one broken cell must not stop a sweep
-        res = dict(error=f'{type(e).__name__}: {e}', traceback=traceback.format_exc(), broken=isinstance(e, CorruptFileError))
-        failures.setdefault(exp, {})[cell['out_dir']] = res
-        print(f"{'BROKEN' if res['broken'] else 'FAILED'} {cell['out_dir']}: {res['error']}", file=sys.stderr)
-        return res
-    def finished(cell):  # a broken run raises (and is recorded as broken), unless it is set aside to start again
-        try: return check_run(cell['out_dir']) == 'finished'
-        except CorruptFileError as e:
-            if not restart_broken: raise
-            print(f"set aside {cell['out_dir']} into {set_aside(cell['out_dir']).name}: {e.why}", file=sys.stderr)
-            return False
-    summary = lambda cell: read_summary(cell['out_dir'])
     mine = take_units(sweep_units(cells, batch, max_batch), shard, claims)
     total = len(mine) if claims is None else None
+    results, failures = [], {}
     if batch:
-        def attempt(group, last):
-            new, todo = {}, []
-            for exp, c in group:
-                try:
-                    if not finished(c): todo.append(c)
-                except CorruptFileError as e: new[c['out_dir']] = fail(exp, c, e)
-            try: new |= dict(zip([c['out_dir'] for c in todo], run_group(todo, progress, prefetch, compile))) if todo else {}
-            except torch.OutOfMemoryError as e:
-                if not last: raise  # once more at the end (`retry_oom`)
-                if torch.cuda.is_available(): torch.cuda.empty_cache()
-                new |= {c['out_dir']: fail(exp, c, e) for exp, c in group if c in todo}
-            except Exception as e: new |= {c['out_dir']: fail(exp, c, e) for exp, c in group if c in todo}
-            for _, c in group:
-                results.append((c, new[c['out_dir']] if c['out_dir'] in new else summary(c)))
-        retry_oom(mine, attempt, total, progress)
+        retry_oom(mine, lambda group, last: results.extend(
+            _sweep_group(group, last, failures, restart_broken, progress, prefetch, compile)), total, progress)
     else:
         for [(exp, cell)] in tqdm(mine, total=total, desc='runs', disable=not progress):
-            try:
-                if finished(cell): res = summary(cell)
-                elif engine == 'python': res = run_markov(progress=progress, **cell)
-                else: res = _run_papermill(cell, template, progress)
-            except Exception as e: res = fail(exp, cell, e)
-            results.append((cell, res))
-    for exp_dir in {Path(c['out_dir']).parent for _, c in cells}:
-        path = exp_dir / (f'failures-{shard[0]}of{shard[1]}.json' if shard[1] > 1 else 'failures.json')
-        mine = {k: v for fs in failures.values() for k, v in fs.items() if Path(k).parent == exp_dir}
-        if mine: write_json(path, mine)
-        elif path.exists(): path.unlink()
+            results.append((cell, _sweep_cell(exp, cell, failures, restart_broken, engine, template, progress)))
+    _write_failures(cells, failures, shard)
     return results
 
 # %% ../nbs/09_runs.ipynb #525e75ab

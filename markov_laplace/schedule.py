@@ -58,12 +58,14 @@ def cell_cost(cell):
     return cfg.steps * cfg.batch * task.length * m.n_layers * max(m.d_model, 8)
 
 # %% ../nbs/09b_schedule.ipynb #eaabc354
-def _unit_cost(unit): # a cell's or group's cost; 0 for a broken cell, which fails (and is recorded) in its turn
+def _unit_cost(unit): # [(experiment, cell)]
+    "A unit's cost: its cells' `cell_cost`; 0 for a broken cell, which fails (and is recorded) in its turn."
     try: return sum(cell_cost(c) for _, c in unit)
     except Exception: return 0
 
 # %% ../nbs/09b_schedule.ipynb #85d7cb63
-def _claim(claims, unit): # whether this worker takes the unit: it created the unit's claim file first
+def _claim(claims, unit): # whether this worker takes the unit
+    "Claim a unit for this worker: true when it created the unit's claim file (named after its first run) first."
     name = hashlib.sha1(unit[0][1]['out_dir'].encode()).hexdigest()
     try: os.close(os.open(Path(claims) / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError: return False
