@@ -10,7 +10,7 @@ licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache S
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable']
 lic = licenses[cfg['license']]
 words = lambda key: cfg.get(key, '').split()
-# package data: folder in the package -> (folder in the checkout, files); runs.PACKAGE_DATA finds them
+# package data: folder in the package -> (folder in the checkout, files); grids.PACKAGE_DATA finds them
 DATA = {'grids': ('grids', ['*.yaml']), 'experiments': ('nbs/experiments', ['markov.ipynb'])}
 
 setuptools.setup(

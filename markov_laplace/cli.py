@@ -21,7 +21,8 @@ from .estimators import bayes_risk_table, tracking_frame
 from .icl_curves import CURVE_COLUMNS, reference_curves, reference_methods, task_config
 from .icl_baselines import TASKS
 from . import __version__
-from .runs import find_grid, grid_cells, load_sweep, run_sweep, run_sweep_parallel, _load_grid
+from .grids import find_grid, grid_cells, load_sweep, _load_grid
+from .runs import run_sweep, run_sweep_parallel
 from .store import collect, repo_root
 from .storage import save_figure, write_csv, write_json
 

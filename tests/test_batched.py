@@ -114,7 +114,8 @@ def test_interrupted_batched_training_resumes_to_the_same_numbers(tmp_path):
 
 def test_group_checkpoint_of_another_group_is_discarded(tmp_path):
     import json
-    from markov_laplace.runs import grid_cells, run_group
+    from markov_laplace.grids import grid_cells
+    from markov_laplace.runs import run_group
     grid = dict(experiment='g', base=dict(length=32, steps=6, batch=4, eval_every=3, eval_size=8, device='cpu',
                                           model_overrides=dict(d_model=4, d_state=4)), axes=dict(order=[1, 2], seed=[0]))
     cells = grid_cells(grid, tmp_path)

@@ -18,9 +18,11 @@ import pytest
 import torch
 import yaml
 
+import markov_laplace.grids as grids
 import markov_laplace.runs as runs
 from markov_laplace.cli import _parser, main
-from markov_laplace.runs import data_file, find_grid, load_sweep, run_sweep
+from markov_laplace.grids import data_file, find_grid, load_sweep
+from markov_laplace.runs import run_sweep
 from markov_laplace.store import collect, run_state
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +68,7 @@ def test_scale_the_grid_lacks_is_refused(tmp_path, capsys):
 def test_yaml_exponent_reaches_the_config_and_a_bad_value_names_the_file(tmp_path):
     path = _grid_file(tmp_path, 'experiment: rel\nbase: {lr: 1e-3, steps: 2}\naxes: {order: [1]}\n')
     (_, cell), = load_sweep(path, tmp_path)
-    assert cell['lr'] == 1e-3 and runs.split_params(cell)[3].lr == 1e-3
+    assert cell['lr'] == 1e-3 and grids.split_params(cell)[3].lr == 1e-3
     path.write_text('experiment: rel\nbase: {lr: fast, steps: 2}\naxes: {order: [1, 2]}\n')
     with pytest.raises(ValueError) as e: load_sweep(path, tmp_path)
     assert str(e.value).count('\n') == 0 and f'{path}: `lr` must be a number' in str(e.value)  # one message for both runs
@@ -186,7 +188,7 @@ def test_grids_and_template_are_found_from_any_directory(tmp_path, monkeypatch):
 def test_package_data_is_declared_for_the_wheel():
     text = (ROOT / 'setup.py').read_text()
     assert "'grids': ('grids', ['*.yaml'])" in text and "'experiments': ('nbs/experiments', ['markov.ipynb'])" in text
-    assert runs.PACKAGE_DATA == {'grids': 'grids', 'nbs/experiments': 'experiments'}
+    assert grids.PACKAGE_DATA == {'grids': 'grids', 'nbs/experiments': 'experiments'}
 
 
 def test_without_a_kernel_the_sweep_says_so_and_uses_the_python_engine(tmp_path, monkeypatch, capsys):
