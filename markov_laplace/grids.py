@@ -149,7 +149,7 @@ def cell_problems(cell, # a flat parameter dict of `grid_cells`
     "Validate one run's configs (task, training, preset, model fields) as the run will build them."
     try:
         task, preset, over, cfg, _ = split_params(cell)
-        preset_config(preset, task_of(task).model_io(task)['vocab'], **over)
+        preset_config(preset, task_of(task).model_io(task), **over)
     except (ValueError, TypeError) as e: return str(e)
 
 # %% ../nbs/09a_grids.ipynb #fe37bfd6

@@ -27,7 +27,7 @@ def shape_key(cell):
     "What the runs of one batched step share: the model as built (but HOW_FIELDS), the training settings but the seed, what the model reads and writes (the task's `model_io`)."
     task, preset, over, cfg, _ = split_params(cell)
     io = task_of(task).model_io(task)
-    model = {k: v for k, v in preset_config(preset, io['vocab'], **over).to_dict().items() if k not in HOW_FIELDS}
+    model = {k: v for k, v in preset_config(preset, io, **over).items() if k not in HOW_FIELDS}
     return json.dumps(dict(family=PRESETS[preset][0], model=model, train={**cfg.to_dict(), 'seed': 0}, io=io), sort_keys=True, default=str)
 
 # %% ../nbs/09b_schedule.ipynb #552d531b
@@ -56,8 +56,8 @@ def cell_cost(cell):
     "A rough relative cost of training one cell (steps × batch × length × layers × width), to start the longest first."
     task, preset, over, cfg, _ = split_params(cell)
     io = task_of(task).model_io(task)
-    m = preset_config(preset, io['vocab'], **over)
-    return cfg.steps * cfg.batch * io['length'] * m.n_layers * max(m.d_model, 8)
+    m = preset_config(preset, io, **over)
+    return cfg.steps * cfg.batch * io['length'] * m['n_layers'] * max(m['d_model'], 8)
 
 # %% ../nbs/09b_schedule.ipynb #eaabc354
 def _unit_cost(unit): # [(experiment, cell)]

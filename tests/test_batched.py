@@ -80,7 +80,7 @@ def test_prefetch_is_deterministic_and_independent_of_batch_mates():
 
 def test_non_finite_loss_is_reported_at_evaluation():
     m = build('mamba', seed=0)
-    with torch.no_grad(): m.head.weight.fill_(float('nan'))
+    with torch.no_grad(): m.read_out.weight.fill_(float('nan'))
     with pytest.raises(FloatingPointError, match=r'runs \[0\]'):
         train_batched([m], TASK, CFG, [0], progress=False)
 

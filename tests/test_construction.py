@@ -6,7 +6,7 @@ from markov_laplace.chains import dirichlet_kernels, sample_chains
 from markov_laplace.construction import (max_abs_error, max_kl, order_k_model, theorem1_model, theorem4_model,
                                          window_counterexample)
 from markov_laplace.estimators import laplace_probs
-from markov_laplace.mamba import MambaConfig, MambaLM
+from markov_laplace.models import SequenceModel, from_config
 
 
 @pytest.mark.parametrize('vocab', [2, 3, 4, 6])
@@ -35,7 +35,7 @@ def test_theorem4_kl_bound(beta, eps, gen):
 
 def test_constructions_are_real_mamba_models():
     for m in (theorem1_model(3), theorem4_model(), order_k_model(3)):
-        assert isinstance(m, MambaLM) and m.config.fixed_decay and m.config.head == 'l1'
+        assert isinstance(m, SequenceModel) and m.family == 'mamba' and m.config.fixed_decay and m.config.head == 'l1'
 
 
 @pytest.mark.parametrize('order,window', [(1, 1), (2, 1), (2, 2), (3, 3)])
@@ -45,7 +45,7 @@ def test_window_counterexample(order, window):
     lap = laplace_probs(xs, order)[:, -1]
     assert (lap[0] - lap[1]).abs().max() > 1e-3
     for seed in range(3):
-        m = MambaLM(MambaConfig(d_conv=window, fixed_decay=True, gating=False, layernorm=False, mlp='none', conv_act='relu'),
-                    generator=torch.Generator().manual_seed(seed)).double()
+        m = from_config(dict(family='mamba', d_conv=window, fixed_decay=True, gating=False, layernorm=False, mlp='none',
+                             conv_act='relu'), seed=seed).double()
         with torch.no_grad(): out = m.log_probs(xs)[:, -1]
         torch.testing.assert_close(out[0], out[1], rtol=1e-9, atol=1e-9)

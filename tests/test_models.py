@@ -1,12 +1,14 @@
 """Every preset: shapes, normalisation, causality, a CPU training step, config round trips; the
 recurrent step against the parallel forward; the GPU backend against the CPU reference."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from markov_laplace.mamba import MambaConfig, MambaLM, step_log_probs
-from markov_laplace.models import PRESETS, build, from_config, model_config, preset_config
+from markov_laplace.ends import TokenIO
+from markov_laplace.mamba import MambaConfig
+from markov_laplace.models import PRESETS, build, from_config, model_config, preset_config, step_log_probs, upgrade_state_dict
 from markov_laplace.transformer import TransformerConfig
 
 
@@ -45,15 +47,15 @@ def test_config_round_trip(preset):
     for (k, a), (_, b) in zip(m.state_dict().items(), m2.state_dict().items()):
         assert torch.equal(a, b), k
     cfg = preset_config(preset, 3)
-    assert type(cfg).from_json(cfg.to_json()) == cfg
+    assert cfg == model_config(m) and json.loads(json.dumps(cfg)) == cfg
 
 
-@pytest.mark.parametrize('cfg', [MambaConfig(), MambaConfig(mixer='mamba1'), MambaConfig(n_layers=3, n_heads=4, d_skip=True),
-                                 MambaConfig(conv_streams='xb', gating=False, mlp='plain'),
-                                 MambaConfig(conv=False, layernorm=False, mlp='none', head='l1', fixed_decay=True)],
+@pytest.mark.parametrize('cfg', [{}, dict(mixer='mamba1'), dict(n_layers=3, n_heads=4, d_skip=True),
+                                 dict(conv_streams='xb', gating=False, mlp='plain'),
+                                 dict(conv=False, layernorm=False, mlp='none', head='l1', fixed_decay=True)],
                          ids=['mamba2', 'mamba1', 'deep-heads', 'xb-nogate', 'zero-like'])
 def test_recurrent_step_matches_parallel_forward(cfg, gen):
-    m = MambaLM(cfg, generator=gen)
+    m = from_config({'family': 'mamba', **cfg}, seed=int(torch.randint(100, (), generator=gen)))
     x = torch.randint(2, (3, 45), generator=gen)
     with torch.no_grad():
         torch.testing.assert_close(step_log_probs(m, x), m.log_probs(x), rtol=1e-5, atol=1e-5)
@@ -72,10 +74,13 @@ def test_any_length_works():
 
 
 def test_bad_configs_name_the_field():
-    for bad, msg in [(dict(d_model=0), '`d_model`'), (dict(head='sparsemax'), '`head`'), (dict(conv_streams='bc'), '`conv_streams`'),
+    for bad, msg in [(dict(d_model=0), '`d_model`'), (dict(conv_streams='bc'), '`conv_streams`'),
                      (dict(mixer='mamba1', conv_streams='xbc'), '`conv_streams`'), (dict(backend='cuda'), '`backend`'),
-                     (dict(l1_eps=-1.0), '`l1_eps`'), (dict(mixer='mamba1', n_heads=2), '`n_heads`')]:
+                     (dict(mixer='mamba1', n_heads=2), '`n_heads`')]:
         with pytest.raises(ValueError, match=msg): MambaConfig(**bad).validate()
+    for bad, msg in [(dict(head='sparsemax'), '`head`'), (dict(l1_eps=-1.0), '`l1_eps`'), (dict(vocab=1), '`vocab`')]:
+        with pytest.raises(ValueError, match=msg): TokenIO(**bad).validate()
+        with pytest.raises(ValueError, match=msg): build('mamba', **bad)
     with pytest.raises(ValueError, match='`n_heads` must be a divisor'): TransformerConfig(n_heads=3).validate()
     with pytest.raises(ValueError, match='`tokens values`'): build('mamba').log_probs(torch.tensor([[0, 2]]))
 
@@ -145,3 +150,45 @@ def test_fast_paths_match_pytorch_ops_on_cuda(preset):
     m = build(preset, seed=4).cuda()
     x = torch.randint(2, (8, 300), generator=torch.Generator().manual_seed(0)).cuda()
     _fast_vs_reference(m, x, 2e-2, 2e-3)  # bf16 autocast: the two paths round differently
+
+
+def test_weights_are_those_of_the_models_before_the_split():
+    "Backbone + ends draw the same initial weights, in the same order, as MambaLM / TransformerLM did (sums recorded then)."
+    ref = json.loads((Path(__file__).parent / 'data' / 'model_init_reference.json').read_text())
+    assert set(ref) == {f'{p}/{v}' for p in PRESETS for v in (2, 3)}
+    for key, sums in ref.items():
+        preset, vocab = key.split('/')
+        m = build(preset, vocab=int(vocab), seed=5)
+        state = m.state_dict()
+        x = torch.randint(int(vocab), (2, 33), generator=torch.Generator().manual_seed(1))
+        with torch.no_grad(): assert m.log_probs(x).double().sum().item() == sums.pop('__log_probs__')[0], key
+        assert len(sums) == len(state), key
+        for old, (total, absolute) in sums.items():
+            t = state[next(iter(upgrade_state_dict({old: 0})))].double()
+            assert (t.sum().item(), t.abs().sum().item()) == (total, absolute), (key, old)
+
+
+@pytest.mark.parametrize('preset', list(PRESETS))
+def test_vector_ends_read_vectors_and_write_numbers(preset, gen):
+    io = dict(d_in=4, d_out=1, length=22)
+    m = build(preset, io, seed=2)
+    assert m.model_io == dict(d_in=4, d_out=1) and m.kind == 'vectors'
+    x = torch.randn(3, 22, 4, generator=gen)
+    m.check(x)
+    y = m(x)
+    assert y.shape == (3, 22) and y.dtype == torch.float32
+    y2 = x.clone(); y2[:, 10:] = torch.randn(3, 12, 4, generator=gen)
+    with torch.no_grad(): torch.testing.assert_close(m(y2)[:, :10], y[:, :10], rtol=1e-5, atol=1e-6)  # causal
+    y.square().mean().backward()
+    assert all(p.grad is not None for n, p in m.named_parameters() if not n.endswith('A_log') or not m.config.fixed_decay)
+    assert model_config(from_config(json.dumps(model_config(m)), seed=2)) == model_config(m)
+    with pytest.raises(ValueError, match='inputs.shape'): m.check(x[..., :3])
+    with pytest.raises(ValueError, match='model with token ends'): m.log_probs(x)
+
+
+def test_io_and_fields_are_checked_by_name():
+    with pytest.raises(ValueError, match='`io` must be'): build('mamba', [2])
+    with pytest.raises(ValueError, match='`io` must be either vocab'): build('mamba', dict(vocab=2, d_in=3))
+    with pytest.raises(ValueError, match='`max_len` must be >= the task length 5000'): build('transformer', dict(vocab=2, length=5000))
+    with pytest.raises(ValueError, match='`MambaConfig keys` must be fields of MambaConfig'): build('mamba', dict(d_in=3), head='l1')
+    with pytest.raises(ValueError, match='`family` must be mamba | transformer'): from_config({'family': 's4'})

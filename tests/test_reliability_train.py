@@ -92,14 +92,14 @@ def test_cuda_without_cuda_is_named_at_validation(device):
 def test_nan_loss_names_lr_and_step():
     def poison(step, model):
         if step == 4:
-            with torch.no_grad(): model.head.weight.fill_(float('nan'))
+            with torch.no_grad(): model.read_out.weight.fill_(float('nan'))
     with pytest.raises(FloatingPointError, match=r'loss is nan at step 4 \(lr .*smaller `lr` \(now 0.002\)'):
         train(build('mamba', **SMALL), TASK, _cfg(), progress=False, callback=poison)
 
 
 def test_batched_nan_loss_names_lr():
     m = build('mamba', seed=0, **SMALL)
-    with torch.no_grad(): m.head.weight.fill_(float('nan'))
+    with torch.no_grad(): m.read_out.weight.fill_(float('nan'))
     with pytest.raises(FloatingPointError, match=r'runs \[0\] .*smaller `lr` \(now 0.002\)'):
         train_batched([m], TASK, _cfg(), [0], progress=False)
 

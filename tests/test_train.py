@@ -87,7 +87,7 @@ def test_finished_run_is_skipped(tmp_path):
 def test_nan_stops_and_keeps_last_checkpoint(tmp_path):
     def poison(step, model):
         if step == 30:
-            with torch.no_grad(): model.head.weight.fill_(float('inf'))
+            with torch.no_grad(): model.read_out.weight.fill_(float('inf'))
     with pytest.raises(FloatingPointError, match='at step 30'):
         train(build('mamba', **SMALL), TASK, _cfg(), run_dir=tmp_path, progress=False, callback=poison)
     state = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
