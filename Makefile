@@ -56,5 +56,5 @@ clean-venv:
 ## make bench-gpu: on the GPU machine (no make or venv there: this target only runs the command;
 ## see GPU.md for the setup). Times the samplers, add-β and the training step per backend on CUDA.
 bench-gpu:
-	. tools/gpu_env.sh; python3 -c "import sys; from markov_laplace.cli import main; sys.exit(main(sys.argv[1:]))" \
+	. tools/gpu_env.sh; python3 -m markov_laplace \
 	  bench --device cuda --repeat 50 --backends torch mamba_ssm --runs 8 32 64 --compiled

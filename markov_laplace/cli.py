@@ -54,14 +54,14 @@ def run_floors(out='runs/floors', # output directory
                                           torch=torch.__version__, device='cpu'))
     return table
 
-# %% ../nbs/99_cli.ipynb #7adf4686
+# %% ../nbs/99_cli.ipynb #de06236f
 def retrain(grid, # a grid file
             root, # the runs root it trains into
            ):
     "Remove the finished runs of a grid under `root`, so that the next sweep trains them again (interrupted ones resume)."
     import shutil
-    for cell in grid_cells(_load_grid(grid), root):
-        if (Path(cell['out_dir']) / 'summary.json').exists(): shutil.rmtree(cell['out_dir'])
+    for run in grid_cells(_load_grid(grid), root):
+        if (Path(run.out_dir) / 'summary.json').exists(): shutil.rmtree(run.out_dir)
 
 def quick_report(experiment='quick', root=None):
     "The table and figure of a quick sweep's finished runs: gap, oracle gap and KL per model and order."
@@ -127,7 +127,7 @@ def _device(s): # 'cpu', 'cuda', 'cuda:N'
         return s
     raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N; got {s!r}")
 
-# %% ../nbs/99_cli.ipynb #98420fab
+# %% ../nbs/99_cli.ipynb #85e029c4
 def _parser():
     p = argparse.ArgumentParser(prog='markov-laplace', description='How Mamba learns Markov chains in context: the main job, sweeps, Bayes-risk tables, benchmarks.')
     p.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
@@ -145,9 +145,7 @@ def _parser():
     s.add_argument('--shard', type=_shard, default=(0, 1), help='i/n: run cells i, i+n, ... of every grid')
     s.add_argument('--workers', type=_int_at_least(1), default=None, help='worker processes, each with its own shard (default: one per GPU when there are several, else 1)')
     s.add_argument('--gpus', type=_int_at_least(0), default=None, help='spread the workers over this many GPUs (default: all; 0: CPU workers)')
-    s.add_argument('--batch', choices=['seeds', 'runs', 'shapes'], default=None,
-                   help='train runs that differ only in seed (seeds), in seed and order (runs), or any runs of one shape (shapes) in one batched step')
-    s.add_argument('--batch-seeds', dest='batch', action='store_const', const='seeds', help='the same as --batch seeds')
+    s.add_argument('--batch', action='store_true', help='train the runs of one shape (model, training settings but the seed, task input and output) in one batched step')
     s.add_argument('--prefetch', type=_int_at_least(1), default=1, help='batched runs: steps of data drawn at once (1: the data of separate runs)')
     s.add_argument('--max-batch', type=_int_at_least(1), default=64, help='batched runs: at most this many runs in one step')
     s.add_argument('--compile', action='store_true', help='batched runs: torch.compile the step (inductor fuses it)')
@@ -171,7 +169,7 @@ def _parser():
     for q in (r, s, f, b, m, c): q.set_defaults(parser=q)
     return p
 
-# %% ../nbs/99_cli.ipynb #b3138818
+# %% ../nbs/99_cli.ipynb #292af6ba
 def _cmd_run(a): # the parsed arguments of `run`
     "markov-laplace run: a grid into an ignored folder (resuming), then its table beside the committed reference."
     t0 = time.perf_counter()
@@ -188,11 +186,11 @@ def _cmd_run(a): # the parsed arguments of `run`
     print(f'\nwrote {root / exp}/ (results.csv, gap.png, one directory per run) in {time.perf_counter() - t0:.0f} s;'
           f' reference: {ref if ref.exists() else f"none ({ref} does not exist)"}')
     if results is None: return 130
-    failed = [c['out_dir'] for c, r in results if 'error' in r]
+    failed = [c.out_dir for c, r in results if 'error' in r]
     if failed: print('FAILED:', *failed, sep='\n  '); return 1
     return 0
 
-# %% ../nbs/99_cli.ipynb #6a5e2909
+# %% ../nbs/99_cli.ipynb #7f6ace97
 def _cmd_sweep(a): # the parsed arguments of `sweep`
     "markov-laplace sweep: every grid checked first, then run here or by worker processes."
     try: grids = [find_grid(g) for g in a.grids]; load_sweep(grids, repo_root() / 'runs', a.scale)
@@ -202,8 +200,8 @@ def _cmd_sweep(a): # the parsed arguments of `sweep`
     if workers > 1: return max(run_sweep_parallel(grids, workers, a.engine, a.scale, n_gpu, a.batch, a.prefetch, a.compile, a.restart_broken))
     results = run_sweep(grids, engine=a.engine, shard=a.shard, scale=a.scale, progress=not a.quiet, batch=a.batch, prefetch=a.prefetch,
                         max_batch=a.max_batch, compile=a.compile, claims=a.claims, restart_broken=a.restart_broken)
-    failed = [c['out_dir'] for c, r in results if 'error' in r]
-    broken = [c['out_dir'] for c, r in results if r.get('broken')]
+    failed = [c.out_dir for c, r in results if 'error' in r]
+    broken = [c.out_dir for c, r in results if r.get('broken')]
     print(f'{len(results) - len(failed)} runs finished, {len(failed)} failed ({len(broken)} broken)', *failed, sep='\n  ')
     if broken: print("broken runs keep their files: --restart-broken moves them into <run>/.broken-<UTC time>/ and trains the run again")
     return 1 if failed else 0

@@ -5,13 +5,14 @@
 # %% auto #0
 __all__ = ['PAPER', 'label', 'experiment_root', 'results', 'scale_note', 'load_model', 'run_task', 'heatmaps', 'bars_vs_paper']
 
-# %% ../nbs/10_figures.ipynb #8ae5ad87
+# %% ../nbs/10_figures.ipynb #c9743d3c
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
+from .config import run_task as task_of_config
 from .models import from_config
 from .store import collect, repo_root
 from .storage import CorruptFileError, load_torch, read_json
@@ -66,7 +67,7 @@ def scale_note(df):
             f"{seeds} seed{'s' if seeds > 1 else ''}, on {where}. The paper: T = 512 (256 in Fig 10, 1024 in Fig 8), "
             f"8000 steps, batch 64, 3–5 seeds, on A100s.")
 
-# %% ../nbs/10_figures.ipynb #4ddfd1fa
+# %% ../nbs/10_figures.ipynb #37e17460
 def load_model(run_dir # a run directory: config.json and model.pt
               ): # the model, in eval mode on the CPU
     "The trained model of a run directory (config.json + model.pt), in eval mode on the CPU."
@@ -79,9 +80,9 @@ def load_model(run_dir # a run directory: config.json and model.pt
     return m.eval()
 
 def run_task(run_dir # a run directory with its config.json
-            ): # its TaskConfig
-    "The TaskConfig of a run directory."
-    return TaskConfig.from_dict(read_json(Path(run_dir) / 'config.json', required=('task',))['task'])
+            ): # its task's config (TaskConfig: Markov)
+    "The task's config of a run directory (`config.run_task`)."
+    return task_of_config(read_json(Path(run_dir) / 'config.json', required=('task',)))
 
 # %% ../nbs/10_figures.ipynb #12b87cfa
 def heatmaps(ours, paper, title, xlabel, ylabel, fmt='.3f'):

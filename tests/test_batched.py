@@ -46,17 +46,17 @@ def test_bad_batches_fail_clearly():
         BatchedTrainer([build('mamba')], TASK, CFG, [0], data='shared')
 
 
-def test_sweep_batches_seeds_and_skips_finished(tmp_path):
+def test_sweep_batches_a_shape_and_skips_finished(tmp_path):
     from markov_laplace.runs import run_sweep
     from markov_laplace.store import collect
     grid = dict(experiment='b', base=dict(length=32, steps=6, batch=4, eval_every=3, eval_size=8, device='cpu',
                                           model_overrides=dict(d_model=4, d_state=4)),
                 axes=dict(order=[1, 2], seed=[0, 1, 2]))
-    res = run_sweep(grid, engine='python', root=tmp_path, progress=False, batch='seeds')
+    res = run_sweep(grid, engine='python', root=tmp_path, progress=False, batch=True, max_batch=3)
     assert len(res) == 6 and not any('error' in r for _, r in res)
     tab = collect('b', tmp_path)
     assert sorted(tab.seed) == [0, 0, 1, 1, 2, 2] and all(len(b) == 3 for b in tab.batched_with)
-    again = run_sweep(grid, engine='python', root=tmp_path, progress=False, batch='seeds')
+    again = run_sweep(grid, engine='python', root=tmp_path, progress=False, batch=True, max_batch=3)
     assert [r for _, r in again] == [r for _, r in res]  # finished runs are read back, not retrained
 
 

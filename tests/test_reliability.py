@@ -68,7 +68,7 @@ def test_scale_the_grid_lacks_is_refused(tmp_path, capsys):
 def test_yaml_exponent_reaches_the_config_and_a_bad_value_names_the_file(tmp_path):
     path = _grid_file(tmp_path, 'experiment: rel\nbase: {lr: 1e-3, steps: 2}\naxes: {order: [1]}\n')
     (_, cell), = load_sweep(path, tmp_path)
-    assert cell['lr'] == 1e-3 and grids.split_params(cell)[3].lr == 1e-3
+    assert cell.train.lr == 1e-3
     path.write_text('experiment: rel\nbase: {lr: fast, steps: 2}\naxes: {order: [1, 2]}\n')
     with pytest.raises(ValueError) as e: load_sweep(path, tmp_path)
     assert str(e.value).count('\n') == 0 and f'{path}: `lr` must be a number' in str(e.value)  # one message for both runs
@@ -108,7 +108,7 @@ def finished(tmp_path):
                                                ('config.json', '{"task": {', 'config.json: not valid JSON'),
                                                ('ckpt.pt', b'\x00\x01garbage', 'ckpt.pt: not a checkpoint')])
 def test_broken_run_is_reported_by_file_kept_and_restarted_on_request(tmp_path, finished, name, content, why):
-    run = Path(finished[0][0]['out_dir'])
+    run = Path(finished[0][0].out_dir)
     if name == 'ckpt.pt': (run / 'summary.json').unlink()  # an interrupted run whose checkpoint was damaged
     (run / name).write_bytes(content) if isinstance(content, bytes) else (run / name).write_text(content)
     before = sorted(p.name for p in run.iterdir())
@@ -124,7 +124,7 @@ def test_broken_run_is_reported_by_file_kept_and_restarted_on_request(tmp_path, 
 
 
 def test_collect_skips_broken_runs_with_a_warning_naming_each(tmp_path, finished):
-    run = Path(finished[1][0]['out_dir'])
+    run = Path(finished[1][0].out_dir)
     (run / 'summary.json').write_text('{}')
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
@@ -136,7 +136,7 @@ def test_collect_skips_broken_runs_with_a_warning_naming_each(tmp_path, finished
 def test_collect_runs_tool_takes_finished_runs_and_lists_broken_ones(tmp_path, finished):
     spec = util.spec_from_file_location('collect_runs', ROOT / 'tools' / 'collect_runs.py')
     tool = util.module_from_spec(spec); spec.loader.exec_module(tool)
-    (Path(finished[1][0]['out_dir']) / 'config.json').write_text('{"task"')
+    (Path(finished[1][0].out_dir) / 'config.json').write_text('{"task"')
     tgz = tmp_path / 'runs.tgz'
     with tarfile.open(tgz, 'w:gz') as tar: tar.add(tmp_path / 'runs', arcname='runs')
     dest = tmp_path / 'here'
@@ -158,17 +158,17 @@ def test_run_prints_the_table_beside_the_reference_and_survives_an_interrupt(tmp
     grid = _grid_file(tmp_path, {**GRID, 'base': {**BASE, 'preset': 'mamba'}})
     ref = tmp_path / 'ref.csv'
     ref.write_text('preset,order,gap,oracle_gap,kl_laplace\nmamba,1,0.5,0.5,0.5\nmamba,2,0.5,0.5,0.5\n')
-    real, calls = runs.run_markov, []
-    def interrupted(**cell):  # the second run is interrupted (Ctrl-C)
-        calls.append(cell['order'])
+    real, calls = runs.run_experiment, []
+    def interrupted(run, **kw):  # the second run is interrupted (Ctrl-C)
+        calls.append(run.task.order)
         if len(calls) == 2: raise KeyboardInterrupt
-        return real(**cell)
-    monkeypatch.setattr(runs, 'run_markov', interrupted)
+        return real(run, **kw)
+    monkeypatch.setattr(runs, 'run_experiment', interrupted)
     argv = ['run', '--grid', str(grid), '--root', str(tmp_path / 'local'), '--reference', str(ref)]
     assert main(argv) == 130
     table = (tmp_path / 'local' / 'rel' / 'results.csv').read_text().splitlines()
     assert len(table) == 2  # the finished run only: the table agrees with the runs
-    monkeypatch.setattr(runs, 'run_markov', real)
+    monkeypatch.setattr(runs, 'run_experiment', real)
     capsys.readouterr()
     assert main(argv) == 0  # resumes: the finished run is skipped, the other trains
     out, err = capsys.readouterr()
@@ -194,17 +194,18 @@ def test_package_data_is_declared_for_the_wheel():
 def test_without_a_kernel_the_sweep_says_so_and_uses_the_python_engine(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runs, 'has_kernel', lambda name='python3': False)
     (cell, res), = run_sweep({**GRID, 'axes': dict(order=[1])}, engine='papermill', root=tmp_path, progress=False)
-    assert 'error' not in res and not (Path(cell['out_dir']) / 'notebook.ipynb').exists()
+    assert 'error' not in res and not (Path(cell.out_dir) / 'notebook.ipynb').exists()
     assert 'no Jupyter kernel' in capsys.readouterr().err
 
 
 def test_papermill_without_out_dir_leaves_no_temporary_folder(tmp_path):
     import papermill as pm
-    before = set(Path(tempfile.gettempdir()).glob('markov-*'))
+    before = set(Path(tempfile.gettempdir()).glob('markov-run-*'))
     pm.execute_notebook(str(ROOT / 'nbs' / 'experiments' / 'markov.ipynb'), str(tmp_path / 'out.ipynb'), progress_bar=False,
-                        parameters=dict(length=16, steps=2, batch=2, eval_every=1, eval_size=4,
-                                        model_overrides=dict(d_model=4, d_state=4)), cwd=str(tmp_path), kernel_name='python3')
-    assert set(Path(tempfile.gettempdir()).glob('markov-*')) == before
+                        parameters=dict(config=dict(task=dict(length=16), model=dict(d_model=4, d_state=4),
+                                                    train=dict(steps=2, batch=2, eval_every=1, eval_size=4, device='cpu'))),
+                        cwd=str(tmp_path), kernel_name='python3')
+    assert set(Path(tempfile.gettempdir()).glob('markov-run-*')) == before
 
 
 # -- one-line CLI errors ---------------------------------------------------------------------------
@@ -249,12 +250,12 @@ def test_every_option_has_help_and_version():
 
 def test_a_run_that_fails_while_training_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
     "Validation refuses bad configs up front; what can only fail at run time (here a simulated divergence) is recorded."
-    real = runs.run_markov
-    def diverges(**cell):
-        if cell['order'] == 1: raise FloatingPointError('loss is nan at step 1 (simulated)')
-        return real(**cell)
-    monkeypatch.setattr(runs, 'run_markov', diverges)
+    real = runs.run_experiment
+    def diverges(run, **kw):
+        if run.task.order == 1: raise FloatingPointError('loss is nan at step 1 (simulated)')
+        return real(run, **kw)
+    monkeypatch.setattr(runs, 'run_experiment', diverges)
     res = run_sweep(GRID, engine='python', root=tmp_path, progress=False)
     assert ['error' in r for _, r in res] == [True, False] and not res[0][1]['broken']
     fails = json.loads((tmp_path / 'rel' / 'failures.json').read_text())
-    assert list(fails) == [res[0][0]['out_dir']] and 'simulated' in fails[res[0][0]['out_dir']]['error']
+    assert list(fails) == [res[0][0].out_dir] and 'simulated' in fails[res[0][0].out_dir]['error']

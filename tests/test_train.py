@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from markov_laplace.config import ModelSpec, RunConfig
 from markov_laplace.models import build
 from markov_laplace.runs import run_experiment, run_sweep
 from markov_laplace.train import Evaluator, TaskConfig, TrainConfig, train
@@ -24,6 +25,10 @@ SMALL = dict(d_model=4, d_state=4)
 
 def _cfg(**kw):
     return TrainConfig(**{**dict(steps=60, batch=8, eval_every=20, eval_size=16, device='cpu'), **kw})
+
+
+def _run(out, cfg): # the RunConfig of TASK, SMALL and `cfg` into `out`
+    return RunConfig(TASK, ModelSpec('mamba', SMALL), cfg, str(out)).validate()
 
 
 def test_same_seed_same_history():
@@ -44,16 +49,16 @@ def test_evaluation_set_is_shared_and_fixed():
 _CHILD = '''
 import sys, time
 from markov_laplace.runs import run_experiment
-from markov_laplace.train import TaskConfig, TrainConfig
-cfg = TrainConfig(steps=400, batch=8, eval_every=20, eval_size=16, device='cpu')
-run_experiment(sys.argv[1], TaskConfig(order=1, length=48), 'mamba', dict(d_model=4, d_state=4), cfg, progress=False,
-               callback=lambda step, model: time.sleep(0.01))  # slow enough to be killed halfway
+from markov_laplace.config import RunConfig
+run = RunConfig.from_dict(dict(task=dict(order=1, length=48), model=dict(d_model=4, d_state=4), out_dir=sys.argv[1],
+                               train=dict(steps=400, batch=8, eval_every=20, eval_size=16, device='cpu')))
+run_experiment(run, progress=False, callback=lambda step, model: time.sleep(0.01))  # slow enough to be killed halfway
 '''
 
 
 def test_killed_run_resumes_to_the_same_history(tmp_path):
     cfg = TrainConfig(steps=400, batch=8, eval_every=20, eval_size=16, device='cpu')
-    ref = run_experiment(tmp_path / 'ref', TASK, 'mamba', SMALL, cfg, progress=False)
+    ref = run_experiment(_run(tmp_path / 'ref', cfg), progress=False)
     run = tmp_path / 'killed'
     child = subprocess.Popen([sys.executable, '-c', _CHILD, str(run)], cwd=ROOT)
     try:
@@ -72,15 +77,15 @@ def test_killed_run_resumes_to_the_same_history(tmp_path):
     assert not (run / 'summary.json').exists(), 'the run finished before it could be killed'
     step = torch.load(run / 'ckpt.pt', weights_only=False)['step']
     assert 0 < step < 400
-    run_experiment(run, TASK, 'mamba', SMALL, cfg, progress=False)
+    run_experiment(_run(run, cfg), progress=False)
     pd.testing.assert_frame_equal(pd.read_csv(run / 'history.csv'), pd.read_csv(tmp_path / 'ref' / 'history.csv'))
     assert not (run / 'ckpt.pt').exists()
 
 
 def test_finished_run_is_skipped(tmp_path):
-    s = run_experiment(tmp_path, TASK, 'mamba', SMALL, _cfg(), progress=False)
+    s = run_experiment(_run(tmp_path, _cfg()), progress=False)
     mtime = (tmp_path / 'history.csv').stat().st_mtime
-    assert run_experiment(tmp_path, TASK, 'mamba', SMALL, _cfg(), progress=False) == s
+    assert run_experiment(_run(tmp_path, _cfg()), progress=False) == s
     assert (tmp_path / 'history.csv').stat().st_mtime == mtime
 
 
@@ -100,7 +105,7 @@ def test_papermill_honours_parameters(tmp_path):
                          axes=dict(order=[2])), engine='papermill', root=tmp_path, progress=False)
     (cell, summary), = res
     assert 'error' not in summary, summary
-    out = Path(cell['out_dir'])
+    out = Path(cell.out_dir)
     cfg = json.loads((out / 'config.json').read_text())
     assert cfg['task']['order'] == 2 and cfg['preset'] == 'transformer' and cfg['model']['d_model'] == 8
     nb = json.loads((out / 'notebook.ipynb').read_text())
@@ -137,9 +142,9 @@ def test_parallel_workers_claim_and_finish_every_group(tmp_path, monkeypatch):
                 axes=dict(length=[16, 32], seed=[0, 1]), cells=[dict(length=24, seed=0)])
     (tmp_path / 'par.json').write_text(json.dumps(grid))
     before = set(Path(tempfile.gettempdir()).glob('markov-laplace-claims-*'))
-    assert run_sweep_parallel(['par.json'], 2, engine='python', batch='seeds') == [0, 0]
+    assert run_sweep_parallel(['par.json'], 2, engine='python', batch=True) == [0, 0]
     runs = sorted(p.parent.name for p in (tmp_path / 'runs' / 'par').glob('*/summary.json'))
     assert runs == ['length=16_seed=0', 'length=16_seed=1', 'length=24_seed=0', 'length=32_seed=0', 'length=32_seed=1']
     groups = {tuple(json.loads((tmp_path / 'runs' / 'par' / r / 'summary.json').read_text())['batched_with']) for r in runs}
-    assert len(groups) == 3  # one step per length, its seeds together
+    assert len(groups) == 3  # one step per length (a shape), its seeds together
     assert set(Path(tempfile.gettempdir()).glob('markov-laplace-claims-*')) == before
