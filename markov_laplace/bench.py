@@ -14,11 +14,11 @@ import pandas as pd
 import torch
 
 from .chains import dirichlet_kernels, sample_chains
-from .estimators import laplace_probs, position_nll
+from .estimators import laplace_probs
 from .layers import fast_paths
 from .models import build
-from .train import TaskConfig, TrainConfig, _autocast, make_optimizer, sample_task
-from .batched import BatchedTrainer
+from .train import TaskConfig, TrainConfig
+from .batched import BatchedTrainer, single_run
 from .icl_tasks import ICLTaskConfig, sample_prompts
 from .icl_optimal import least_squares, sparse_posterior
 from .icl_baselines import baselines_for, run_baseline
@@ -71,49 +71,37 @@ def machine_description(device='cpu'):
     return f'{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}'
 
 # %% ../nbs/90_bench.ipynb #595b8aec
+def _step_ms(tr, steps, repeat, device): # ms per run-step of `tr.step()`, timed over whole blocks of `steps`
+    return time_ms(lambda: [tr.step() for _ in range(steps)], max(2, repeat // 10), 1, device) / steps / tr.R
+
 def bench_model(repeat=20, device='cpu', backends=('torch',), seed=0, runs=(), prefetch=50,
                 compiled=False, # also time each of those training-step rows with the step compiled (torch.compile; tens of seconds each)
                ):
-    "Milliseconds per forward+backward and per training step (data included) of the main configuration; `runs`: batch sizes R of batched runs."
-    rows, x = [], None
-    task = TaskConfig(order=1, length=512).validate()
-    cfg = TrainConfig(batch=64, device=device).validate()
-    g = torch.Generator(device=device).manual_seed(seed)
-    cuda = torch.device(device).type == 'cuda'
-    shape = lambda w: f'd=N=8 expand 2 w={w} B=64 T=512'
-    def add(what, w, ms, target): rows.append(dict(benchmark=what, shape=shape(w), ms=ms, target_ms=target))
+    "Milliseconds per forward+backward and per training step (data included) of the main configuration, through the trainer's one step; `runs`: batch sizes R of batched runs."
+    rows, cuda = [], torch.device(device).type == 'cuda'
+    task, cfg = TaskConfig(order=1, length=512).validate(), TrainConfig(batch=64, device=device).validate()
+    default = single_run(build('mamba'), task, cfg)  # what `train` runs on this device
+    def add(what, w, ms, target, tr=None):
+        is_default = tr is not None and tr.R == 1 and (tr.graph, tr.compiled, tr.prefetch) == (default.graph, default.compiled, default.prefetch)
+        rows.append(dict(benchmark=what, shape=f'd=N=8 expand 2 w={w} B=64 T=512', ms=ms, target_ms=target, train_default=is_default))
+    eager = lambda w, backend: single_run(build('mamba', d_conv=w, backend=backend, seed=seed), task, cfg, graph=False, compile=False, prefetch=1)
     for backend in backends:
-        for w, what in ((4, 'forward+backward'), (5, 'training step, data included')):
-            m = build('mamba', d_conv=w, backend=backend, seed=seed).to(device)
-            opt = make_optimizer(m, cfg)
-            x = sample_task(task, 64, generator=g, device=device, references=False).tokens
-            def fwd_bwd():
-                with _autocast(device, cfg.dtype): lp = m.log_probs(x)
-                position_nll(lp.float(), x).mean().backward()
-            def train_step():
-                xs = sample_task(task, 64, generator=g, device=device, references=False).tokens
-                with _autocast(device, cfg.dtype): lp = m.log_probs(xs)
-                loss = position_nll(lp.float(), xs).mean()
-                opt.zero_grad(set_to_none=True); loss.backward()
-                torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0); opt.step()
-            if w == 4:
-                add(f'mamba forward+backward ({backend})', w, time_ms(fwd_bwd, repeat, 3, device), None if cuda else 40.0)
-                if backend == 'torch':  # the same model on PyTorch's own operations: what the fast paths gain
-                    before = fast_paths(False)
-                    try: add('mamba forward+backward (torch, reference ops)', w, time_ms(fwd_bwd, repeat, 3, device), None)
-                    finally: fast_paths(before)
-            else:
-                add(f'mamba training step, data included, eager ({backend})', w, time_ms(train_step, repeat, 3, device), None)
-    steps = max(prefetch, 10)  # timed in blocks of whole prefetch periods: the sampler calls are included
+        tr = eager(4, backend); x = tr.batch()
+        add(f'mamba forward+backward ({backend})', 4, time_ms(lambda: tr.gradients(x), repeat, 3, device), None if cuda else 40.0)
+        if backend == 'torch':  # the same model on PyTorch's own operations: what the fast paths gain
+            before = fast_paths(False)
+            try: add('mamba forward+backward (torch, reference ops)', 4, time_ms(lambda: tr.gradients(x), repeat, 3, device), None)
+            finally: fast_paths(before)
+        tr = eager(5, backend)
+        add(f'mamba training step, data included, eager ({backend})', 5, time_ms(tr.step, repeat, 3, device), None, tr)
     sizes = (1, *runs) if cuda else tuple(runs)
-    variants = [(R, False) for R in sizes] + [(R, True) for R in (sizes if compiled else ())]
-    for R, comp in variants:
-        tr = BatchedTrainer([build('mamba', d_conv=5, seed=s) for s in range(R)], task, cfg, list(range(R)), prefetch=prefetch,
-                            compile=comp)
-        ms = time_ms(lambda: [tr.step() for _ in range(steps)], max(2, repeat // 10), 1, device) / steps / R
-        how = ('compiled, ' if comp else '') + ('CUDA graph' if tr.graph else 'eager') + f', prefetch {prefetch}'
+    for R, comp in [(R, False) for R in sizes] + [(R, True) for R in (sizes if compiled else ())]:
+        models = [build('mamba', d_conv=5, seed=s) for s in range(R)]
+        tr = (single_run(models[0], task, cfg, compile=comp, prefetch=prefetch) if R == 1 else
+              BatchedTrainer(models, task, cfg, list(range(R)), prefetch=prefetch, compile=comp))
+        how = ('compiled, ' if tr.compiled else '') + ('CUDA graph' if tr.graph else 'eager') + f', prefetch {tr.prefetch}'
         what = 'mamba training step, single run' if R == 1 else f'mamba training step, {R} runs batched, per run'
-        add(f'{what} ({how}, torch)', 5, ms, (1.5 if R == 1 else 0.2) if cuda else None)
+        add(f'{what} ({how}, torch)', 5, _step_ms(tr, max(prefetch, 10), repeat, device), (1.5 if R == 1 else 0.2) if cuda else None, tr)
     df = pd.DataFrame(rows)
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df

@@ -4,20 +4,19 @@
 
 # %% auto #0
 __all__ = ['TASKS', 'MARKOV', 'TaskConfig', 'Batch', 'sample_task', 'Task', 'register_task', 'task_of', 'Evaluator',
-           'check_device', 'TrainConfig', 'lr_at', 'decay_names', 'adamw', 'make_optimizer', 'restore_checkpoint',
-           'train']
+           'check_device', 'TrainConfig', 'lr_at', 'decay_names', 'adamw', 'restore_checkpoint', 'model_reads',
+           'check_model_io', 'train']
 
 # %% ../nbs/08_train.ipynb #8e2a6d6f
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional, Tuple
 
-import pandas as pd
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from .chains import (Config, _fail, _is_int, check_beta, check_order, check_p_switch, check_vocab, dirichlet_kernels,
                                    holdout_kernels, sample_chains, sample_switching)
@@ -231,11 +230,7 @@ def adamw(params, decay, cfg, capturable=False):
                               dict(params=[p for n, p in params.items() if n not in decay], weight_decay=0.0)],
                              lr=cfg.lr, betas=(0.9, 0.95), capturable=capturable)  # capturable: state on the GPU, for CUDA graphs
 
-def make_optimizer(model, cfg):
-    "AdamW, with weight decay on the weight matrices of nn.Linear layers only (tied weights once)."
-    return adamw(dict(model.named_parameters()), decay_names(model), cfg)
-
-# %% ../nbs/08_train.ipynb #b46af320
+# %% ../nbs/08_train.ipynb #fcc25080
 def restore_checkpoint(path, # a checkpoint written by `save_torch`
                        device, # where its tensors go
                        restore, # restore(state): puts the state into the model, optimizer, generators; its result is returned
@@ -247,12 +242,27 @@ def restore_checkpoint(path, # a checkpoint written by `save_torch`
         why = (str(e).strip().splitlines() or [''])[0][:200]
         raise CorruptFileError(path, f'not a checkpoint of this run ({type(e).__name__}: {why})') from None
 
-# %% ../nbs/08_train.ipynb #b9508ce4
+# %% ../nbs/08_train.ipynb #09e257d4
 def _autocast(device, dtype):
     use = torch.device(device).type == 'cuda' and dtype in ('auto', 'bfloat16')
     return torch.autocast('cuda', dtype=torch.bfloat16, enabled=use, cache_enabled=False)  # no weight-cast cache: CUDA graphs
 
-# %% ../nbs/08_train.ipynb #f518753f
+# %% ../nbs/08_train.ipynb #58574f6a
+def model_reads(model): # -> dict
+    "What a model says it reads and writes: its `model_io` (`05_models`), else its `io` or `config` (a dict or a config dataclass); {} if it says nothing."
+    for said in (getattr(model, 'model_io', None), getattr(model, 'io', None), getattr(model, 'config', None)):
+        if isinstance(said, dict): return dict(said)
+        if dataclasses.is_dataclass(said) and not isinstance(said, type): return dataclasses.asdict(said)
+    return {}
+
+def check_model_io(model, task):
+    "Raise a `ValueError` unless `model` reads what `task` gives it, on every key of the task's `model_io` that the model names too."
+    want, have = task_of(task).model_io(task), model_reads(model)
+    wrong = [k for k in want if k in have and have[k] != want[k]]
+    if wrong: _fail('model', 'a model that reads what the task gives it (' + ', '.join(f'{k}={want[k]!r}' for k in wrong) + ')',
+                    ', '.join(f'{k}={have[k]!r}' for k in wrong))
+
+# %% ../nbs/08_train.ipynb #20f1c95c
 def train(model, # called as model(inputs) -> output; moved to the config's device
           task, # the config of a registered task (TaskConfig: Markov)
           cfg, # TrainConfig
@@ -260,49 +270,13 @@ def train(model, # called as model(inputs) -> output; moved to the config's devi
           evaluator=None, # reuse one Evaluator across runs of a task
           progress=True, # tqdm bar with the evaluation loss
           callback=None, # called as callback(step, model) after every optimizer step
+          graph='auto', compile='auto', prefetch='auto', # the step (11_batched `single_run`): 'auto' = the fast path on CUDA
          ): # history: one row per evaluation
     "Train `model` on fresh batches of `task` with the paper's protocol; returns the evaluation history."
-    spec, task, cfg = task_of(task), task.validate(), cfg.validate()
-    device = cfg.resolved_device()
-    model.to(device)
-    ev = evaluator or Evaluator(task, cfg.eval_size, cfg.eval_seed, device)
-    opt = make_optimizer(model, cfg)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)  # training data; seed itself initialised the model
-    step, history, ckpt = 0, [], Path(run_dir) / 'ckpt.pt' if run_dir else None
-    if ckpt is not None and ckpt.exists():
-        def restore(state):
-            model.load_state_dict(state['model']); opt.load_state_dict(state['optimizer'])
-            gen.set_state(state['generator'].cpu())  # generator states are CPU byte tensors, also for CUDA generators
-            return int(state['step']), [dict(row) for row in state['history']]
-        step, history = restore_checkpoint(ckpt, device, restore)
-    def record(train_loss):
-        history.append(dict(step=step, lr=lr_at(max(step - 1, 0), cfg), train_loss=train_loss, **ev(model)))
-        if ckpt is not None:
-            save_torch(ckpt, dict(model=model.state_dict(), optimizer=opt.state_dict(), generator=gen.get_state(),
-                                  step=step, history=history))
-    if step == 0 and not history: record(float('nan'))
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc='train', mininterval=1.0)
-    running = []
-    while step < cfg.steps:
-        for group in opt.param_groups: group['lr'] = lr_at(step, cfg)
-        batch = spec.train_batch(task, cfg.batch, gen, device)
-        with _autocast(device, cfg.dtype):
-            out = model(spec.inputs(batch))
-        loss = spec.loss(out, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f'loss is {loss.item()} at step {step} (lr {lr_at(step, cfg):.3g}): the run diverged; try a '
-                                     f'smaller `lr` (now {cfg.lr}). The last good checkpoint '
-                                     f'({ckpt if ckpt is not None else "none: no run_dir"}) is kept')
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip: nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        step += 1
-        running.append(loss.detach())
-        if callback is not None: callback(step, model)
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            record(torch.stack(running).mean().item()); running = []
-            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-        bar.update(1)
-    bar.close()
-    return pd.DataFrame(history)
+    from markov_laplace.batched import fit, single_run  # the one step (11_batched), which builds on this notebook
+    tr = single_run(model, task, cfg, graph=graph, compile=compile, prefetch=prefetch)
+    ev = evaluator or Evaluator(tr.tasks[0], tr.cfg.eval_size, tr.cfg.eval_seed, tr.device)
+    (history,) = fit(tr, [ev], ckpt=Path(run_dir) / 'ckpt.pt' if run_dir else None, progress=progress,
+                     callback=None if callback is None else lambda step: callback(step, model))
+    tr.write_back()
+    return history

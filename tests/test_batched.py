@@ -15,7 +15,7 @@ CFG = TrainConfig(steps=40, batch=8, eval_every=20, eval_size=16, device='cpu')
 def test_batched_runs_equal_separate_runs(preset):
     seeds = [0, 1, 2]
     apart = [train(build(preset, seed=s), TASK, TrainConfig(**{**CFG.to_dict(), 'seed': s}), progress=False) for s in seeds]
-    together, models = train_batched([build(preset, seed=s) for s in seeds], TASK, CFG, seeds, data='per_run', progress=False)
+    together, models = train_batched([build(preset, seed=s) for s in seeds], TASK, CFG, seeds, progress=False)
     for a, b in zip(apart, together):
         pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-4, atol=1e-6)
 
@@ -31,7 +31,7 @@ def test_per_run_clipping_matches_clip_grad_norm():
         torch.testing.assert_close(clipped['a'][r], ps[0].grad); torch.testing.assert_close(clipped['b'][r], ps[1].grad)
 
 
-def test_joint_data_trains_every_run():
+def test_every_run_of_a_group_trains_on_its_own():
     hs, _ = train_batched([build('mamba', seed=s) for s in range(4)], TaskConfig(order=1, length=64),
                           TrainConfig(steps=80, batch=8, eval_every=80, eval_size=16, device='cpu', lr=5e-3), list(range(4)),
                           progress=False)
@@ -42,8 +42,21 @@ def test_joint_data_trains_every_run():
 def test_bad_batches_fail_clearly():
     with pytest.raises(ValueError, match='`seeds` must be one seed per model'):
         BatchedTrainer([build('mamba')], TASK, CFG, [0, 1])
-    with pytest.raises(ValueError, match='`data` must be per_run | joint'):
-        BatchedTrainer([build('mamba')], TASK, CFG, [0], data='shared')
+    with pytest.raises(ValueError, match="`compile` must be True | False | 'auto'"):
+        BatchedTrainer([build('mamba')], TASK, CFG, [0], compile='yes')
+
+
+def test_a_model_of_another_alphabet_is_refused_before_training(tmp_path):
+    "The task's model_io against what the model reads: a named ValueError, not an indexing error at the first step."
+    m = build('mamba', vocab=3, seed=0)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(ValueError, match=r'`model` must be a model that reads what the task gives it \(vocab=2\); got .vocab=3.'):
+        train(m, TASK, CFG, run_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match='`model` must be a model that reads what the task gives it'):
+        train_batched([build('mamba', seed=0), m], TASK, CFG, [0, 1], progress=False)
+    assert list(tmp_path.iterdir()) == [] and all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    switching = TaskConfig(order=1, length=48, p_switch=0.1)  # S + 1 tokens: the same model is right for it
+    assert len(train(m, switching, TrainConfig(**{**CFG.to_dict(), 'steps': 2, 'eval_every': 2}), progress=False)) == 2
 
 
 def test_sweep_batches_a_shape_and_skips_finished(tmp_path):
@@ -74,8 +87,6 @@ def test_prefetch_is_deterministic_and_independent_of_batch_mates():
     pd.testing.assert_frame_equal(a[2], b[0], check_exact=False, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match='`prefetch` must be an integer >= 1'):
         BatchedTrainer([build('mamba')], TASK, CFG, [0], prefetch=0)
-    with pytest.raises(ValueError, match="`data` must be 'per_run' when the runs' tasks differ"):
-        BatchedTrainer([build('mamba')] * 2, [TASK, TaskConfig(order=1, length=48)], CFG, [0, 1], data='joint')
 
 
 def test_non_finite_loss_is_reported_at_evaluation():
@@ -95,6 +106,24 @@ def test_cuda_graph_step_equals_eager_step(preset):
     (eager, _), (graphed, _) = runs(False), runs(True)
     for a, b in zip(eager, graphed):  # bf16 autocast on both; the replay runs the same kernels
         pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=2e-3, atol=2e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('preset', ['mamba', 'transformer'])
+def test_single_run_takes_the_fast_path_on_cuda_and_equals_the_eager_step(preset):
+    "`train`'s default on CUDA is the compiled, graph-captured step; in float32 it gives the eager step's numbers."
+    from markov_laplace.batched import CUDA_PREFETCH, single_run
+    cfg = TrainConfig(steps=30, batch=16, eval_every=10, eval_size=32, device='cuda', dtype='float32')
+    task = TaskConfig(order=2, length=128)
+    tr = single_run(build(preset, seed=0), task, cfg)
+    assert (tr.R, tr.graph, tr.compiled, tr.prefetch) == (1, True, True, CUDA_PREFETCH)
+    fast = train(build(preset, seed=0), task, cfg, progress=False)
+    eager = train(build(preset, seed=0), task, cfg, graph=False, compile=False, progress=False)  # the same data (prefetch 50)
+    pd.testing.assert_frame_equal(eager, fast, check_exact=False, rtol=1e-3, atol=1e-4)
+    bf16 = TrainConfig(**{**cfg.to_dict(), 'dtype': 'auto'})  # the default: bf16 autocast, where fusion moves the roundings
+    fast, eager = (train(build(preset, seed=0), task, bf16, progress=False, **kw) for kw in ({}, dict(graph=False, compile=False)))
+    assert fast.gap.iloc[-1] < 0.7 * fast.gap.iloc[0]
+    pd.testing.assert_frame_equal(eager[['step', 'loss', 'gap']], fast[['step', 'loss', 'gap']], check_exact=False, rtol=2e-2, atol=1e-2)
 
 
 def test_interrupted_batched_training_resumes_to_the_same_numbers(tmp_path):

@@ -103,3 +103,23 @@ def test_the_template_takes_the_whole_run_as_one_parameter():
     exec(''.join(params['source']), ns)
     assert [k for k in ns if not k.startswith('__')] == ['config']
     assert RunConfig.from_dict(ns['config']).train.steps == ns['config']['train']['steps']  # the example is a valid run
+
+
+@pytest.mark.skipif(not has_kernel(), reason='papermill needs the python3 Jupyter kernel (pip install ipykernel)')
+def test_a_regression_grid_trains_through_every_engine_into_the_same_run(tmp_path):
+    "The task picks the model's ends: a regression grid builds vector-reading models and the engines store the same run."
+    grid = dict(experiment='icl', base=dict(TRAIN, steps=6, eval_every=3, task=dict(name='regression', task='linear'), d=3, d_cur=3,
+                                            n_points=5, model=dict(preset='mamba', d_model=8)), axes=dict(seed=[0, 1]))
+    runs = {}
+    for name, kw in dict(python=dict(engine='python'), papermill=dict(engine='papermill'), batched=dict(engine='python', batch=True)).items():
+        res = run_sweep(grid, root=tmp_path / name, progress=False, **kw)
+        assert len(res) == 2 and not any('error' in r for _, r in res), (name, res)
+        runs[name] = {p.parent.name: (json.loads(p.read_text()), json.loads((p.parent / 'summary.json').read_text()))
+                      for p in sorted((tmp_path / name / 'icl').glob('*/config.json'))}
+    assert runs['python'].keys() == runs['papermill'].keys() == runs['batched'].keys() and len(runs['python']) == 2
+    for run, (config, summary) in runs['python'].items():
+        assert config['task']['name'] == 'regression' and config['model']['d_in'] == 3 and 'vocab' not in config['model']
+        for other in ('papermill', 'batched'):
+            assert runs[other][run][0] == config
+            assert summary['final_loss'] == pytest.approx(runs[other][run][1]['final_loss'], rel=1e-4)  # the same run, trained
+        assert {'loss', 'least_squares_loss', 'gap', 'final_loss', 'final_least_squares_loss'} <= set(summary)

@@ -136,8 +136,8 @@ def test_single_checkpoint_is_plain_and_reads_with_weights_only(tmp_path):
     with pytest.raises(Stop):
         train(build('mamba', seed=0, **SMALL), TASK, _cfg(), run_dir=tmp_path, progress=False, callback=stop)
     state = load_torch(tmp_path / 'ckpt.pt')
-    assert _plain(state) and type(state['step']) is int and state['step'] == 3
-    assert state['generator'].dtype == torch.uint8 and isinstance(state['history'], list)
+    assert _plain(state) and type(state['trainer']['n_steps']) is int and state['trainer']['n_steps'] == 3
+    assert state['trainer']['gens'][0].dtype == torch.uint8 and isinstance(state['histories'][0], list)
 
 
 def test_single_payload_checkpoint_is_refused_without_running(tmp_path):
@@ -157,8 +157,9 @@ def test_single_foreign_checkpoint_names_the_file(tmp_path):
     with pytest.raises(CorruptFileError, match=r'ckpt.pt: not a checkpoint of this run \(KeyError'):
         train(build('mamba', **SMALL), TASK, _cfg(), run_dir=tmp_path, progress=False)
     wide = build('mamba', seed=0)  # the default width: another model's weights
-    save_torch(tmp_path / 'ckpt.pt', dict(model=wide.state_dict(), optimizer={}, generator=torch.Generator().get_state(),
-                                          step=3, history=[]))
+    params = {k: v[None] for k, v in wide.named_parameters()}
+    save_torch(tmp_path / 'ckpt.pt', dict(trainer=dict(params=params, opt={}, gens=[torch.Generator().get_state()], n_steps=3, queue=[]),
+                                          histories=[[]]))
     with pytest.raises(CorruptFileError, match=r'ckpt.pt: not a checkpoint of this run \(RuntimeError'):
         train(build('mamba', **SMALL), TASK, _cfg(), run_dir=tmp_path, progress=False)
 

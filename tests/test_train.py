@@ -67,7 +67,7 @@ def test_killed_run_resumes_to_the_same_history(tmp_path):
             ck = run / 'ckpt.pt'
             if ck.exists():
                 try:
-                    if torch.load(ck, weights_only=False)['step'] >= 60: break
+                    if torch.load(ck, weights_only=False)['trainer']['n_steps'] >= 60: break
                 except Exception: pass  # never a torn file (atomic writes), but it may be replaced under us
             time.sleep(0.05)
         child.send_signal(signal.SIGKILL)
@@ -75,7 +75,7 @@ def test_killed_run_resumes_to_the_same_history(tmp_path):
     finally:
         if child.poll() is None: child.kill()
     assert not (run / 'summary.json').exists(), 'the run finished before it could be killed'
-    step = torch.load(run / 'ckpt.pt', weights_only=False)['step']
+    step = torch.load(run / 'ckpt.pt', weights_only=False)['trainer']['n_steps']
     assert 0 < step < 400
     run_experiment(_run(run, cfg), progress=False)
     pd.testing.assert_frame_equal(pd.read_csv(run / 'history.csv'), pd.read_csv(tmp_path / 'ref' / 'history.csv'))
@@ -96,7 +96,7 @@ def test_nan_stops_and_keeps_last_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match='at step 30'):
         train(build('mamba', **SMALL), TASK, _cfg(), run_dir=tmp_path, progress=False, callback=poison)
     state = torch.load(tmp_path / 'ckpt.pt', weights_only=False)
-    assert state['step'] == 20 and all(torch.isfinite(v).all() for v in state['model'].values())
+    assert state['trainer']['n_steps'] == 20 and all(torch.isfinite(v).all() for v in state['trainer']['params'].values())
 
 
 def test_papermill_honours_parameters(tmp_path):

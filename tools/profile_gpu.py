@@ -1,10 +1,10 @@
-"""Where the time of one batched training step goes on a GPU, and how the scan's chunk length changes it.
+"""Where the time of the training step (11_batched's `BatchedTrainer.step`, the one step) goes on a GPU, and how the scan's chunk length changes it.
 
     python3 tools/profile_gpu.py [R] [preset]        # profile table of R runs sharing an eager step
     python3 tools/profile_gpu.py chunks [R]           # graphed step time for chunk lengths 16, 32, 64
     python3 tools/profile_gpu.py parts [R]            # compiled step: data vs step, R and 2R runs, profile table
     python3 tools/profile_gpu.py presets [R]          # eager against compiled graphed step: mamba, 1- and 2-layer transformer
-    python3 tools/profile_gpu.py groups [w5 L4 tf2 d32]  # whole sweep groups alone, by phase: compile, steps, evaluations
+    python3 tools/profile_gpu.py groups [w5 L4 tf2 d32]  # whole sweep groups alone (train_batched): warm-up and compile, then the rest
 """
 import sys
 import time
@@ -12,7 +12,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from markov_laplace.batched import BatchedTrainer, task_evaluators
+from markov_laplace.batched import BatchedTrainer, train_batched
 from markov_laplace.bench import time_ms
 from markov_laplace.models import build
 from markov_laplace.train import TaskConfig, TrainConfig
@@ -38,27 +38,18 @@ def profile_table(tr, activities, rows, width):
 
 
 def group(name, over, orders, seeds, length=512, steps=8000, preset='mamba', device='cuda'):
-    "One sweep group alone (8000 steps, an evaluation every 200): seconds in setup, compile + capture, steps, evaluations."
-    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    "One sweep group alone, trained by `train_batched` as a sweep trains it (compiled, prefetch 50): its seconds, the first five steps apart."
     gcfg = TrainConfig(steps=steps, batch=64, device=device)
-    runs = [(k, s) for k in orders for s in seeds]
-    tasks = [TaskConfig(order=k, length=length) for k, _ in runs]
+    runs, marks = [(k, s) for k in orders for s in seeds], {}
+    def mark(step):  # after the fifth step: setup, the step-0 evaluation, compilation and the capture are done
+        if step == 5: torch.cuda.synchronize(); marks['warm'] = time.perf_counter()
     t0 = time.perf_counter()
-    tr = BatchedTrainer([build(preset, seed=s, **over) for _, s in runs], tasks, gcfg, [s for _, s in runs], prefetch=50, compile=True)
-    evs = task_evaluators(tr.tasks, gcfg, device)  # as train_batched makes them
-    sync(); t = dict(setup=time.perf_counter() - t0, compile=0.0, steps=0.0, evaluations=0.0)
-    def timed(part, fn):
-        a = time.perf_counter(); fn(); sync(); t[part] += time.perf_counter() - a
-    n_eval = 1; timed('evaluations', lambda: tr.evaluate(evs))
-    timed('compile', lambda: [tr.step() for _ in range(5)])  # warm-up steps: compilation and the graph capture
-    bounds = [5, *range(200, steps, 200), steps]  # an evaluation after every 200th step and the last
-    for a, b in zip(bounds, bounds[1:]):
-        timed('steps', lambda: [tr.step() for _ in range(a, b)])
-        timed('evaluations', lambda: (tr.evaluate(evs), tr.take_losses())); n_eval += 1
-    R = len(runs)
-    print(f"{name} R={R}: total {time.perf_counter() - t0:.1f} s = setup {t['setup']:.1f} + first 5 steps (compile, capture) "
-          f"{t['compile']:.1f} + {steps - 5} steps {t['steps']:.1f} ({1e3 * t['steps'] / (steps - 5) / R:.3f} ms per run-step) "
-          f"+ {n_eval} evaluations {t['evaluations']:.1f}", flush=True)
+    train_batched([build(preset, seed=s, **over) for _, s in runs], [TaskConfig(order=k, length=length) for k, _ in runs], gcfg,
+                  [s for _, s in runs], prefetch=50, compile=True, progress=False, callback=mark)
+    torch.cuda.synchronize()
+    total, rest, R = time.perf_counter() - t0, time.perf_counter() - marks['warm'], len(runs)
+    print(f"{name} R={R}: total {total:.1f} s = setup, first evaluation and first 5 steps (compile, capture) {total - rest:.1f} "
+          f"+ {steps - 5} steps with their evaluations {rest:.1f} ({1e3 * rest / (steps - 5) / R:.3f} ms per run-step)", flush=True)
 
 GROUPS = {'w5': ('Fig 3b, w = 5', dict(d_conv=5), [1, 2, 3, 4], [0, 1, 2], 'mamba'),
           'L4': ('Fig 9, 4 layers', dict(n_layers=4), [1], [0, 1, 2], 'mamba'),
@@ -85,9 +76,8 @@ elif sys.argv[1:2] == ['presets']:
                   flush=True)
 elif sys.argv[1:2] == ['parts']:
     R = int(sys.argv[2]) if len(sys.argv) > 2 else 32
-    for data in ('per_run', 'joint'):  # what drawing 50 steps of data costs, per step
-        tr = trainer(R, data=data, prefetch=50, graph=False)
-        print(f'R={R} data={data}: {time_ms(tr._draw, 5, 2, "cuda") / 50:.3f} ms per step for the data', flush=True)
+    tr = trainer(R, prefetch=50, graph=False)  # what drawing 50 steps of data costs, per step
+    print(f'R={R}: {time_ms(tr._draw, 5, 2, "cuda") / 50:.3f} ms per step for the data', flush=True)
     for n in (R, 2 * R):  # the compiled, graphed step alone (replays on fixed tokens) and with its data
         tr = trainer(n, prefetch=50, compile=True)
         for _ in range(5): tr.step()
