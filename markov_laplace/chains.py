@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SCAN_BUDGET', 'check_order', 'check_vocab', 'check_beta', 'check_length', 'check_count', 'check_p_switch', 'Config',
-           'check_tokens', 'check_kernels', 'context_index', 'dirichlet_kernels', 'sample_chains', 'holdout_kernels',
-           'SwitchingChains', 'sample_switching']
+           'patch', 'check_tokens', 'check_kernels', 'context_index', 'dirichlet_kernels', 'sample_chains',
+           'holdout_kernels', 'SwitchingChains', 'sample_switching']
 
 # %% ../nbs/00_chains.ipynb #f245c59f
 import dataclasses
@@ -86,6 +86,15 @@ class Config:
         return cls(**{k: _typed(hints[k], v, k) for k, v in d.items()}).validate()
     @classmethod
     def from_json(cls, s): return cls.from_dict(json.loads(s))
+
+# %% ../nbs/00_chains.ipynb #25bb9ba3
+def patch(f=None, # a function whose first argument is annotated `self: Cls`
+          *, as_prop=False, # add it as a read-only property
+         ): # f, now also a method (or property) of Cls
+    "Make `f` a method (or, with `as_prop`, a property) of the class its `self` argument is annotated with."
+    if f is None: return lambda g: patch(g, as_prop=as_prop)
+    setattr(f.__annotations__['self'], f.__name__, property(f) if as_prop else f)
+    return f
 
 # %% ../nbs/00_chains.ipynb #c739ec8c
 def check_tokens(tokens, vocab, name='tokens'):

@@ -14,9 +14,8 @@ from typing import Literal, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from fastcore.basics import patch
 
-from .chains import Config, _fail, _is_int
+from .chains import Config, _fail, _is_int, patch
 from .layers import CausalConv, LayerNorm, Linear, linear
 from .scan import check_backend, s6_scan, s6_step, ssd_scan, ssd_step
 

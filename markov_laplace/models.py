@@ -12,9 +12,8 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
-from fastcore.basics import patch
 
-from .chains import _fail
+from .chains import _fail, patch
 from .ends import ENDS, io_fields, io_kind
 from .mamba import MambaBackbone, MambaConfig
 from .transformer import TransformerBackbone, TransformerConfig

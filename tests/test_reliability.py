@@ -259,3 +259,15 @@ def test_a_run_that_fails_while_training_is_recorded_and_the_others_go_on(tmp_pa
     assert ['error' in r for _, r in res] == [True, False] and not res[0][1]['broken']
     fails = json.loads((tmp_path / 'rel' / 'failures.json').read_text())
     assert list(fails) == [res[0][0].out_dir] and 'simulated' in fails[res[0][0].out_dir]['error']
+
+
+def test_the_package_runs_without_its_development_tools():
+    "The GPU machines have torch and the scientific stack but no nbdev or fastcore: every module must import without them."
+    import pkgutil
+
+    import markov_laplace
+    mods = [m.name for m in pkgutil.iter_modules(markov_laplace.__path__) if not m.name.startswith('_')]
+    code = ('import sys, importlib\nfor dev in ("fastcore", "nbdev", "execnb", "nbval"): sys.modules[dev] = None\n'
+            f'for m in {mods!r}: importlib.import_module("markov_laplace." + m)\nprint("ok")')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == 'ok', out.stderr[-2000:]
