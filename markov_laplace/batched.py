@@ -17,7 +17,7 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
-from .chains import _fail, patch
+from .base import _fail, patch
 from .storage import save_torch
 from .train import Evaluator, _autocast, adamw, check_model_io, decay_names, lr_at, restore_checkpoint, task_of
 

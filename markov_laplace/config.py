@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import markov_laplace.icl_optimal  # noqa: F401 -- registers the `regression` task
-from .chains import Config, _fail
+from .base import Config, _fail
 from .models import PRESETS, build, model_config, preset_config
 from .train import TASKS, TaskConfig, TrainConfig, task_of
 

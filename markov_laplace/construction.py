@@ -11,7 +11,8 @@ import math
 
 import torch
 
-from .chains import _fail, check_beta, check_order, check_vocab
+from .base import _fail
+from .chains import check_beta, check_order, check_vocab
 from .estimators import laplace_probs
 from .models import from_config
 

@@ -12,7 +12,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .chains import Config, _fail, _is_int, check_tokens
+from .base import Config, _fail, _is_int
+from .chains import check_tokens
 from .layers import Embedding, Linear, upcast
 
 # %% ../nbs/02a_ends.ipynb #88508a52

@@ -14,8 +14,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .chains import (check_beta, check_count, check_kernels, check_length, check_order, check_tokens,
-                                   check_vocab, context_index, dirichlet_kernels, sample_chains, _fail)
+from .base import check_count, _fail
+from .chains import (check_beta, check_kernels, check_length, check_order, check_tokens, check_vocab, context_index,
+                                   dirichlet_kernels, sample_chains)
 
 # %% ../nbs/01_estimators.ipynb #02a29752
 def grouped_prior_counts(keys, # (B, T) group of every position; equal keys count together

@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from .chains import _fail
+from .base import _fail
 from .store import repo_root
 from .config import from_flat, flat_keys
 

@@ -21,7 +21,7 @@ from sklearn.linear_model import Lasso
 from sklearn.tree import DecisionTreeRegressor
 from torch import nn
 
-from .chains import _fail
+from .base import _fail
 
 # %% ../nbs/22_icl_baselines.ipynb #9611d0de
 TASKS = ('linear', 'sparse_linear', 'relu_net', 'decision_tree', 'skewed_linear', 'noisy_linear')

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .chains import _fail, check_count
+from .base import _fail, check_count
 from .icl_baselines import BASELINES, TASKS, _is_int, baselines_for, prompt_ks, run_baseline
 from .icl_optimal import least_squares, optimal_predictor
 from .icl_tasks import CURRICULUM_POINTS, ICLTaskConfig, error_curve, sample_prompts, squared_error, zero_error_divisor

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from .chains import _fail, _is_int
+from .base import _fail, _is_int
 from .icl_tasks import ICLTaskConfig, _is_real, check_prompts, layout, read_x_positions, sample_prompts
 from .train import Task, register_task
 

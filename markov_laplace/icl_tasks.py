@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .chains import Config, _fail, _is_int, check_count
+from .base import Config, _fail, _is_int, check_count
 
 # %% ../nbs/20_icl_tasks.ipynb #b63fd713
 ICL_TASKS = {} # task name -> sampler(config, n_prompts, generator) -> (xs, ys); filled below

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .chains import Config, _fail, _is_int, patch
+from .base import Config, _fail, _is_int, patch
 from .layers import CausalConv, LayerNorm, Linear, linear
 from .scan import check_backend, s6_scan, s6_step, ssd_scan, ssd_step
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 
-from .chains import _fail, patch
+from .base import _fail, patch
 from .ends import ENDS, io_fields, io_kind
 from .mamba import MambaBackbone, MambaConfig
 from .transformer import TransformerBackbone, TransformerConfig

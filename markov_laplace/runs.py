@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .chains import _fail
+from .base import _fail
 from .config import RunConfig, build_model, record
 from .evaluate import EVAL_SEED, FINAL_EVALUATIONS
 from .grids import data_file, load_sweep

@@ -12,7 +12,7 @@ import importlib
 import torch
 import torch.nn.functional as F
 
-from .chains import _fail
+from .base import _fail
 
 # %% ../nbs/02_scan.ipynb #73f4ac1e
 def _heads(M, h):

@@ -18,8 +18,9 @@ from typing import Callable, NamedTuple, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from .chains import (Config, _fail, _is_int, check_beta, check_order, check_p_switch, check_vocab, dirichlet_kernels,
-                                   holdout_kernels, sample_chains, sample_switching)
+from .base import Config, _fail, _is_int
+from .chains import (check_beta, check_order, check_p_switch, check_vocab, dirichlet_kernels, holdout_kernels,
+                                   sample_chains, sample_switching)
 from .estimators import (laplace_probs, oracle_probs, position_kl, position_nll, switching_laplace_probs,
                                        switching_oracle_probs)
 from .storage import CorruptFileError, load_torch, save_torch

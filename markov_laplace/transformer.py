@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .chains import Config, _fail, _is_int
+from .base import Config, _fail, _is_int
 from .layers import LayerNorm, Linear
 
 # %% ../nbs/04_transformer.ipynb #175339d3
