@@ -11,7 +11,7 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 lic = licenses[cfg['license']]
 words = lambda key: cfg.get(key, '').split()
 # package data: folder in the package -> (folder in the checkout, files); grids.PACKAGE_DATA finds them
-DATA = {'grids': ('grids', ['*.yaml']), 'experiments': ('nbs/experiments', ['markov.ipynb'])}
+DATA = {'grids': ('grids', ['*.yaml']), 'templates': ('nbs/experiments', ['markov.ipynb'])}  # the papermill templates sit beside the experiments notebooks
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -29,7 +29,7 @@ setuptools.setup(
                  f"License :: {lic[1]}",
                  'Natural Language :: English',
                  'Programming Language :: Python :: 3'],
-    # the grids and the papermill template ship inside the package (markov_laplace/grids, markov_laplace/experiments),
+    # the grids and the papermill template ship inside the package (markov_laplace/grids, markov_laplace/templates),
     # mapped from their folders in the checkout: nothing is copied into the generated markov_laplace/
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']) + [f"{cfg['lib_name']}.{d}" for d in DATA],
     package_dir={f"{cfg['lib_name']}.{d}": src for d, (src, _) in DATA.items()},

@@ -13,15 +13,17 @@ import time
 import pandas as pd
 import torch
 
-from .chains import dirichlet_kernels, sample_chains
-from .estimators import laplace_probs
-from .layers import fast_paths
-from .models import build
-from .train import TaskConfig, TrainConfig
-from .batched import BatchedTrainer, single_run
-from .icl_tasks import ICLTaskConfig, sample_prompts
-from .icl_optimal import least_squares, sparse_posterior
-from .icl_baselines import baselines_for, run_baseline
+from .tasks.markov.chains import dirichlet_kernels, sample_chains
+from .tasks.markov.estimators import laplace_probs
+from .models.layers import fast_paths
+from .models.registry import build
+from .tasks.markov.task import TaskConfig
+from .training.config import TrainConfig
+from .training.loop import single_run
+from .training.step import BatchedTrainer
+from .tasks.regression.functions import ICLTaskConfig, sample_prompts
+from .tasks.regression.optimal import least_squares, sparse_posterior
+from .tasks.regression.baselines import baselines_for, run_baseline
 
 # %% ../nbs/90_bench.ipynb #e91a34fe
 def time_ms(fn, # the work to time, called with no arguments

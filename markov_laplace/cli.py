@@ -16,14 +16,14 @@ import pandas as pd
 import torch
 
 from .bench import bench_data, bench_icl, bench_model, machine_description
-from .chains import dirichlet_kernels, sample_chains
-from .estimators import bayes_risk_table, tracking_frame
-from .icl_curves import CURVE_COLUMNS, reference_curves, reference_methods, task_config
-from .icl_baselines import TASKS
+from .tasks.markov.chains import dirichlet_kernels, sample_chains
+from .tasks.markov.estimators import bayes_risk_table, tracking_frame
+from .tasks.regression.curves import CURVE_COLUMNS, reference_curves, reference_methods, task_config
+from .tasks.regression.baselines import TASKS
 from . import __version__
-from .grids import find_grid, grid_cells, load_sweep, _load_grid
-from .runs import run_sweep, run_sweep_parallel
-from .store import collect, repo_root
+from .experiments.grids import find_grid, grid_cells, load_sweep, _load_grid
+from .experiments.engines import run_sweep, run_sweep_parallel
+from .experiments.store import collect, repo_root
 from .storage import save_figure, write_csv, write_json
 
 # %% ../nbs/99_cli.ipynb #f6aa5d51

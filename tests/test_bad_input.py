@@ -2,10 +2,8 @@
 import pytest
 import torch
 
-from markov_laplace.chains import (check_kernels, context_index, dirichlet_kernels, holdout_kernels, sample_chains,
-                                   sample_switching)
-from markov_laplace.estimators import (bayes_risk, laplace_probs, oracle_probs, position_kl, position_nll,
-                                       switching_laplace_probs)
+from markov_laplace.tasks.markov.chains import check_kernels, context_index, dirichlet_kernels, holdout_kernels, sample_chains, sample_switching
+from markov_laplace.tasks.markov.estimators import bayes_risk, laplace_probs, oracle_probs, position_kl, position_nll, switching_laplace_probs
 
 X = torch.tensor([[0, 1, 1, 0]])
 P1 = torch.full((1, 2, 2), 0.5)

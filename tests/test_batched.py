@@ -3,9 +3,12 @@ import pandas as pd
 import pytest
 import torch
 
-from markov_laplace.batched import BatchedTrainer, _clip_per_run, train_batched
-from markov_laplace.models import build
-from markov_laplace.train import TaskConfig, TrainConfig, train
+from markov_laplace.training.loop import train_batched
+from markov_laplace.training.step import BatchedTrainer, _clip_per_run
+from markov_laplace.models.registry import build
+from markov_laplace.tasks.markov.task import TaskConfig
+from markov_laplace.training.config import TrainConfig
+from markov_laplace.training.loop import train
 
 TASK = TaskConfig(order=2, length=48)
 CFG = TrainConfig(steps=40, batch=8, eval_every=20, eval_size=16, device='cpu')
@@ -60,8 +63,8 @@ def test_a_model_of_another_alphabet_is_refused_before_training(tmp_path):
 
 
 def test_sweep_batches_a_shape_and_skips_finished(tmp_path):
-    from markov_laplace.runs import run_sweep
-    from markov_laplace.store import collect
+    from markov_laplace.experiments.engines import run_sweep
+    from markov_laplace.experiments.store import collect
     grid = dict(experiment='b', base=dict(length=32, steps=6, batch=4, eval_every=3, eval_size=8, device='cpu',
                                           model_overrides=dict(d_model=4, d_state=4)),
                 axes=dict(order=[1, 2], seed=[0, 1, 2]))
@@ -112,7 +115,7 @@ def test_cuda_graph_step_equals_eager_step(preset):
 @pytest.mark.parametrize('preset', ['mamba', 'transformer'])
 def test_single_run_takes_the_fast_path_on_cuda_and_equals_the_eager_step(preset):
     "`train`'s default on CUDA is the compiled, graph-captured step; in float32 it gives the eager step's numbers."
-    from markov_laplace.batched import CUDA_PREFETCH, single_run
+    from markov_laplace.training.loop import CUDA_PREFETCH, single_run
     cfg = TrainConfig(steps=30, batch=16, eval_every=10, eval_size=32, device='cuda', dtype='float32')
     task = TaskConfig(order=2, length=128)
     tr = single_run(build(preset, seed=0), task, cfg)
@@ -143,8 +146,8 @@ def test_interrupted_batched_training_resumes_to_the_same_numbers(tmp_path):
 
 def test_group_checkpoint_of_another_group_is_discarded(tmp_path):
     import json
-    from markov_laplace.grids import grid_cells
-    from markov_laplace.runs import run_group
+    from markov_laplace.experiments.grids import grid_cells
+    from markov_laplace.experiments.engines import run_group
     grid = dict(experiment='g', base=dict(length=32, steps=6, batch=4, eval_every=3, eval_size=8, device='cpu',
                                           model_overrides=dict(d_model=4, d_state=4)), axes=dict(order=[1, 2], seed=[0]))
     cells = grid_cells(grid, tmp_path)
@@ -158,9 +161,9 @@ def test_group_checkpoint_of_another_group_is_discarded(tmp_path):
 
 def test_a_vector_task_trains_through_both_trainers():
     "The trainers see a task only through its protocol: in-context regression (vectors in, scalars out) runs unchanged."
-    from markov_laplace.icl_optimal import REGRESSION
-    from markov_laplace.icl_tasks import ICLTaskConfig
-    from markov_laplace.train import task_of
+    from markov_laplace.tasks.regression.task import REGRESSION
+    from markov_laplace.tasks.regression.functions import ICLTaskConfig
+    from markov_laplace.tasks.protocol import task_of
 
     class PerToken(torch.nn.Module):  # no model of the package reads vectors yet: a per-token linear read-out
         def __init__(self, seed):

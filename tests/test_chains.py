@@ -4,8 +4,7 @@ import math
 import pytest
 import torch
 
-from markov_laplace.chains import (context_index, dirichlet_kernels, holdout_kernels, sample_chains,
-                                   sample_switching)
+from markov_laplace.tasks.markov.chains import context_index, dirichlet_kernels, holdout_kernels, sample_chains, sample_switching
 
 
 @pytest.mark.parametrize('order,vocab', [(1, 2), (2, 3), (3, 2), (1, 8), (6, 2)])
@@ -21,7 +20,7 @@ def test_loop_and_scan_walks_agree(order, vocab, gen):
 @pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.gpu)])
 def test_scan_in_passes_equals_the_loop(monkeypatch, device):
     "A draw larger than SCAN_BUDGET runs the scan in passes of rows, token for token the loop's draw."
-    import markov_laplace.chains as chains
+    import markov_laplace.tasks.markov.chains as chains
     P = dirichlet_kernels(50, 4, 2, generator=torch.Generator(device).manual_seed(0), device=device)
     draw = lambda **kw: sample_chains(P, 64, generator=torch.Generator(device).manual_seed(3), **kw)
     loop = draw(method='loop')

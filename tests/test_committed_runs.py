@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from markov_laplace.figures import load_model
+from markov_laplace.experiments.store import load_model
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / 'tests' / 'data' / 'reference_logprobs.json'

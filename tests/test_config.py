@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from markov_laplace.config import RunConfig, from_flat
-from markov_laplace.grids import load_sweep
-from markov_laplace.icl_tasks import ICLTaskConfig
-from markov_laplace.models import preset_config
-from markov_laplace.runs import has_kernel, run_sweep
-from markov_laplace.train import TaskConfig, TrainConfig
+from markov_laplace.experiments.config import RunConfig, from_flat
+from markov_laplace.experiments.grids import load_sweep
+from markov_laplace.tasks.regression.functions import ICLTaskConfig
+from markov_laplace.models.registry import preset_config
+from markov_laplace.experiments.engines import has_kernel, run_sweep
+from markov_laplace.tasks.markov.task import TaskConfig
+from markov_laplace.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,11 +2,10 @@
 import pytest
 import torch
 
-from markov_laplace.chains import dirichlet_kernels, sample_chains
-from markov_laplace.construction import (max_abs_error, max_kl, order_k_model, theorem1_model, theorem4_model,
-                                         window_counterexample)
-from markov_laplace.estimators import laplace_probs
-from markov_laplace.models import SequenceModel, from_config
+from markov_laplace.tasks.markov.chains import dirichlet_kernels, sample_chains
+from markov_laplace.analysis.construction import max_abs_error, max_kl, order_k_model, theorem1_model, theorem4_model, window_counterexample
+from markov_laplace.tasks.markov.estimators import laplace_probs
+from markov_laplace.models.registry import SequenceModel, from_config
 
 
 @pytest.mark.parametrize('vocab', [2, 3, 4, 6])

@@ -6,10 +6,8 @@ import pytest
 import torch
 from scipy import integrate
 
-from markov_laplace.chains import dirichlet_kernels, sample_chains, sample_switching
-from markov_laplace.estimators import (bayes_risk, grouped_prior_counts, laplace_probs, laplace_probs_loop,
-                                       oracle_probs, position_kl, position_nll, switching_laplace_probs,
-                                       switching_oracle_probs)
+from markov_laplace.tasks.markov.chains import dirichlet_kernels, sample_chains, sample_switching
+from markov_laplace.tasks.markov.estimators import bayes_risk, grouped_prior_counts, laplace_probs, laplace_probs_loop, oracle_probs, position_kl, position_nll, switching_laplace_probs, switching_oracle_probs
 
 
 @pytest.mark.parametrize('order', [1, 2, 3, 4])
@@ -62,7 +60,7 @@ def test_laplace_converges_to_the_kernel(gen):
     x = sample_chains(P, 60_000, generator=gen)
     p = laplace_probs(x, 2, 3)
     ctx_last = {}
-    from markov_laplace.chains import context_index
+    from markov_laplace.tasks.markov.chains import context_index
     c = context_index(x, 2, 3)[0]
     for t in range(59_000, 60_000): ctx_last[c[t].item()] = t
     for ctx, t in ctx_last.items():

@@ -7,10 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from markov_laplace.icl_baselines import (BASELINES, GD_SETTINGS, LASSO_ALPHAS, TASKS, XGB_SETTINGS, averaging,
-                                          averaging_loop, baselines_for, gd_init, gd_minibatches, gd_relu_net,
-                                          gd_relu_net_loop, greedy_tree, lasso, nearest_neighbours,
-                                          nearest_neighbours_loop, per_prompt_fits, run_baseline, xgboost)
+from markov_laplace.tasks.regression.baselines import BASELINES, GD_SETTINGS, LASSO_ALPHAS, TASKS, XGB_SETTINGS, averaging, averaging_loop, baselines_for, gd_init, gd_minibatches, gd_relu_net, gd_relu_net_loop, greedy_tree, lasso, nearest_neighbours, nearest_neighbours_loop, per_prompt_fits, run_baseline, xgboost
 
 
 def linear(B, n, d, seed):

@@ -1,4 +1,4 @@
-"Reference curves of the function classes (23_icl_curves) and the `icl-baselines` command."
+"Reference curves of the function classes (tasks/regression/04_curves) and the `icl-baselines` command."
 import json
 
 import pandas as pd
@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from markov_laplace.cli import main
-from markov_laplace.icl_curves import (CURVE_COLUMNS, PAPER_BASELINES, load_curves, paper_table, predict, reference_curves,
-                                       reference_methods, task_config)
-from markov_laplace.icl_tasks import sample_prompts
+from markov_laplace.tasks.regression.curves import CURVE_COLUMNS, PAPER_BASELINES, load_curves, paper_table, predict, reference_curves, reference_methods, task_config
+from markov_laplace.tasks.regression.functions import sample_prompts
 
 
 def test_columns_and_shape():

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from markov_laplace.icl_optimal import (_least_squares_ref, _spd_solve, _spd_solve_ref, least_squares,
-                                        optimal_predictor, ridge, sparse_posterior, sparse_supports)
-from markov_laplace.icl_tasks import ICLTaskConfig, sample_ood_prompts, sample_prompts, squared_error, zero_error_divisor
+from markov_laplace.tasks.regression.optimal import _least_squares_ref, _spd_solve, _spd_solve_ref, least_squares, optimal_predictor, ridge, sparse_posterior, sparse_supports
+from markov_laplace.tasks.regression.functions import ICLTaskConfig, sample_ood_prompts, sample_prompts, squared_error, zero_error_divisor
 
 
 def _errors(pred, ys, cfg): return squared_error(pred, ys, zero_error_divisor(cfg)).double()

@@ -6,10 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from markov_laplace.icl_tasks import (ICL_TASKS, OOD_KINDS, ICLTaskConfig, _bootstrap_means, _bootstrap_means_ref,
-                                      _orthogonal_queries, _orthogonal_queries_ref, _tree_eval_ref, curriculum,
-                                      error_curve, layout, predict_queries, read_x_positions, sample_ood_prompts,
-                                      sample_prompts, splice, squared_error, tree_eval, zero_error_divisor)
+from markov_laplace.tasks.regression.functions import ICL_TASKS, OOD_KINDS, ICLTaskConfig, _bootstrap_means, _bootstrap_means_ref, _orthogonal_queries, _orthogonal_queries_ref, _tree_eval_ref, curriculum, error_curve, layout, predict_queries, read_x_positions, sample_ood_prompts, sample_prompts, splice, squared_error, tree_eval, zero_error_divisor
 
 TASKS = sorted(ICL_TASKS)
 

@@ -3,11 +3,12 @@ position, trained by the single-run and the batched trainer through the task pro
 import pandas as pd
 import torch
 
-from markov_laplace.batched import train_batched
-from markov_laplace.icl_optimal import REGRESSION
-from markov_laplace.icl_tasks import ICLTaskConfig
-from markov_laplace.models import build
-from markov_laplace.train import TrainConfig, train
+from markov_laplace.training.loop import train_batched
+from markov_laplace.tasks.regression.task import REGRESSION
+from markov_laplace.tasks.regression.functions import ICLTaskConfig
+from markov_laplace.models.registry import build
+from markov_laplace.training.config import TrainConfig
+from markov_laplace.training.loop import train
 
 TOY = ICLTaskConfig(task='linear', d=1, d_cur=1, n_points=8)  # noiseless: least squares is exact from the second point on
 CFG = TrainConfig(steps=1500, batch=64, lr=5e-3, eval_every=500, eval_size=1024, device='cpu', seed=0)

@@ -5,6 +5,7 @@ runs are reported by file, never counted as finished, never trained over); `make
 committed reference; the installed package finds its grids and template; the CLI's errors are one
 line. Every run here is tiny (2 steps) and uses the python engine, but for the papermill rows."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,12 +19,12 @@ import pytest
 import torch
 import yaml
 
-import markov_laplace.grids as grids
-import markov_laplace.runs as runs
+import markov_laplace.experiments.grids as grids
+import markov_laplace.experiments.engines as runs
 from markov_laplace.cli import _parser, main
-from markov_laplace.grids import data_file, find_grid, load_sweep
-from markov_laplace.runs import run_sweep
-from markov_laplace.store import collect, run_state
+from markov_laplace.experiments.grids import data_file, find_grid, load_sweep
+from markov_laplace.experiments.engines import run_sweep
+from markov_laplace.experiments.store import collect, run_state
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = dict(length=16, steps=2, batch=2, eval_every=1, eval_size=4, device='cpu', model_overrides=dict(d_model=4, d_state=4))
@@ -185,10 +186,24 @@ def test_grids_and_template_are_found_from_any_directory(tmp_path, monkeypatch):
     assert find_grid('quick') == find_grid('grids/quick.yaml') == data_file('grids/quick.yaml')
 
 
-def test_package_data_is_declared_for_the_wheel():
+def test_package_data_is_declared_for_the_wheel(tmp_path):
+    "An install holds every subpackage and, beside them, the grids and the template where `data_file` looks (`templates/`)."
     text = (ROOT / 'setup.py').read_text()
-    assert "'grids': ('grids', ['*.yaml'])" in text and "'experiments': ('nbs/experiments', ['markov.ipynb'])" in text
-    assert grids.PACKAGE_DATA == {'grids': 'grids', 'nbs/experiments': 'experiments'}
+    assert "'grids': ('grids', ['*.yaml'])" in text and "'templates': ('nbs/experiments', ['markov.ipynb'])" in text
+    assert grids.PACKAGE_DATA == {'grids': 'grids', 'nbs/experiments': 'templates'}
+    out = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation', '--no-index', str(ROOT),
+                          '--target', str(tmp_path / 'site')], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    pkg = tmp_path / 'site' / 'markov_laplace'
+    assert (pkg / 'templates' / 'markov.ipynb').is_file() and (pkg / 'grids' / 'quick.yaml').is_file()
+    assert (pkg / 'experiments' / 'engines.py').is_file() and not (pkg / 'experiments' / 'markov.ipynb').exists()  # a subpackage, not the data
+    probe = ("import markov_laplace.experiments.engines as e, markov_laplace.experiments.grids as g; "
+             "print(e.__file__); print(g.data_file('nbs/experiments/markov.ipynb'))")
+    empty = tmp_path / 'empty'; empty.mkdir()
+    out = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, cwd=empty,
+                         env={**os.environ, 'PYTHONPATH': str(tmp_path / 'site')})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(pkg / 'experiments' / 'engines.py'), str(pkg / 'templates' / 'markov.ipynb')]
 
 
 def test_without_a_kernel_the_sweep_says_so_and_uses_the_python_engine(tmp_path, monkeypatch, capsys):

@@ -7,10 +7,13 @@ import pytest
 import torch
 import yaml
 
-from markov_laplace.batched import task_evaluators, train_batched
-from markov_laplace.models import build
+from markov_laplace.training.loop import task_evaluators, train_batched
+from markov_laplace.models.registry import build
 from markov_laplace.storage import CorruptFileError, load_torch, save_torch
-from markov_laplace.train import Evaluator, TaskConfig, TrainConfig, sample_task, train
+from markov_laplace.tasks.markov.task import TaskConfig, sample_task
+from markov_laplace.tasks.protocol import Evaluator
+from markov_laplace.training.config import TrainConfig
+from markov_laplace.training.loop import train
 
 TASK = TaskConfig(order=1, length=32)
 SMALL = dict(d_model=4, d_state=4)

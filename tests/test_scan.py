@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from markov_laplace.scan import (s6_chunked, s6_scan, s6_sequential, s6_step, ssd_chunked, ssd_scan, ssd_sequential,
-                                 ssd_step)
+from markov_laplace.models.scan import s6_chunked, s6_scan, s6_sequential, s6_step, ssd_chunked, ssd_scan, ssd_sequential, ssd_step
 
 
 def _ssd_inputs(g, b=2, l=37, h=2, p=4, groups=1, n=3, dtype=torch.float32, device='cpu'):

@@ -13,10 +13,13 @@ import pandas as pd
 import pytest
 import torch
 
-from markov_laplace.config import ModelSpec, RunConfig
-from markov_laplace.models import build
-from markov_laplace.runs import run_experiment, run_sweep
-from markov_laplace.train import Evaluator, TaskConfig, TrainConfig, train
+from markov_laplace.experiments.config import ModelSpec, RunConfig
+from markov_laplace.models.registry import build
+from markov_laplace.experiments.engines import run_experiment, run_sweep
+from markov_laplace.tasks.markov.task import TaskConfig
+from markov_laplace.tasks.protocol import Evaluator
+from markov_laplace.training.config import TrainConfig
+from markov_laplace.training.loop import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = TaskConfig(order=1, length=48)
@@ -48,8 +51,8 @@ def test_evaluation_set_is_shared_and_fixed():
 
 _CHILD = '''
 import sys, time
-from markov_laplace.runs import run_experiment
-from markov_laplace.config import RunConfig
+from markov_laplace.experiments.engines import run_experiment
+from markov_laplace.experiments.config import RunConfig
 run = RunConfig.from_dict(dict(task=dict(order=1, length=48), model=dict(d_model=4, d_state=4), out_dir=sys.argv[1],
                                train=dict(steps=400, batch=8, eval_every=20, eval_size=16, device='cpu')))
 run_experiment(run, progress=False, callback=lambda step, model: time.sleep(0.01))  # slow enough to be killed halfway
@@ -135,7 +138,7 @@ def test_sweep_refuses_a_bad_cell_before_any_run_starts(tmp_path):
 def test_parallel_workers_claim_and_finish_every_group(tmp_path, monkeypatch):
     "Two CPU workers sharing a claims directory: every batched group runs, and the claims directory is removed."
     import tempfile
-    from markov_laplace.runs import run_sweep_parallel
+    from markov_laplace.experiments.engines import run_sweep_parallel
     monkeypatch.chdir(tmp_path)  # no settings.ini above: runs/ goes under tmp_path, where the workers run too
     grid = dict(experiment='par', base=dict(length=32, steps=10, batch=4, eval_every=5, eval_size=8, device='cpu',
                                             model_overrides=dict(d_model=4, d_state=4)),

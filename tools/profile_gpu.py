@@ -1,4 +1,4 @@
-"""Where the time of the training step (11_batched's `BatchedTrainer.step`, the one step) goes on a GPU, and how the scan's chunk length changes it.
+"""Where the time of the training step (training/01_step's `BatchedTrainer.step`, the one step) goes on a GPU, and how the scan's chunk length changes it.
 
     python3 tools/profile_gpu.py [R] [preset]        # profile table of R runs sharing an eager step
     python3 tools/profile_gpu.py chunks [R]           # graphed step time for chunk lengths 16, 32, 64
@@ -12,10 +12,12 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from markov_laplace.batched import BatchedTrainer, train_batched
+from markov_laplace.training.loop import train_batched
+from markov_laplace.training.step import BatchedTrainer
 from markov_laplace.bench import time_ms
-from markov_laplace.models import build
-from markov_laplace.train import TaskConfig, TrainConfig
+from markov_laplace.models.registry import build
+from markov_laplace.tasks.markov.task import TaskConfig
+from markov_laplace.training.config import TrainConfig
 
 task, cfg = TaskConfig(order=1, length=512), TrainConfig(batch=64, device='cuda')
 model = lambda preset, s, **over: build(preset, seed=s, **({'d_conv': 5} if preset == 'mamba' else {}), **over)
