@@ -106,6 +106,7 @@ def evaluate_lm(model, tokenizer, # a causal LM and its tokenizer (see load_lm)
                 space='auto', # the single-token filter's form (see single_token_pairs)
                 n_boot=2000, # bootstrap resamples
                 progress=False, # a progress bar over (task, k)
+                pairs=None, # task -> pairs to use instead of task_pairs(task), e.g. a held-out half (filtered all the same)
                ):
     "Accuracy per task and k, and its mean over tasks per k (task 'mean'), with 95% bootstrap intervals."
     tasks = list(NLP_TASKS) if tasks is None else list(tasks)
@@ -114,12 +115,14 @@ def evaluate_lm(model, tokenizer, # a causal LM and its tokenizer (see load_lm)
     if not shots or any(not (_is_int(k) and k >= 0) for k in shots): _fail('shots', 'a non-empty list of integers >= 0', shots)
     check_count(prompts, 'prompts'); check_count(zero_shot_prompts, 'zero_shot_prompts')
     rows, correct = [], {}
-    filtered = {t: single_token_pairs(task_pairs(t), tokenizer, space) for t in tasks}
+    pairs = pairs or {}
+    if set(pairs) - set(tasks): _fail('pairs', 'a dict keyed by names among `tasks`', sorted(set(pairs) - set(tasks)))
+    filtered = {t: single_token_pairs(pairs[t] if t in pairs else task_pairs(t), tokenizer, space) for t in tasks}
     for t, k in tqdm([(t, k) for k in shots for t in tasks], disable=not progress):
-        n, pairs = zero_shot_prompts if k == 0 else prompts, filtered[t]
-        row = dict(task=t, group=NLP_TASKS[t][0], k=k, prompts=0, pairs=len(pairs), accuracy=float('nan'), lo=float('nan'), hi=float('nan'))
-        if len(pairs) > k:
-            c, _ = score_task(model, tokenizer, pairs, k, n, torch.Generator().manual_seed(_seed(seed, t, k)), batch_size)
+        n, ps = zero_shot_prompts if k == 0 else prompts, filtered[t]
+        row = dict(task=t, group=NLP_TASKS[t][0], k=k, prompts=0, pairs=len(ps), accuracy=float('nan'), lo=float('nan'), hi=float('nan'))
+        if len(ps) > k:
+            c, _ = score_task(model, tokenizer, ps, k, n, torch.Generator().manual_seed(_seed(seed, t, k)), batch_size)
             correct[t, k] = c
             acc, lo, hi = bootstrap_accuracy(c, torch.Generator().manual_seed(_seed(seed, t, k, 'boot')), n_boot)
             row.update(prompts=n, accuracy=acc, lo=lo, hi=hi)
