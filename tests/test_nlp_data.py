@@ -80,3 +80,14 @@ def test_the_data_ships_with_the_installed_package(tmp_path):
     out = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, cwd=empty, env={'PYTHONPATH': str(tmp_path / 'site'), 'PATH': '/usr/bin:/bin'})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(data / 'antonyms.json'), 'be']
+
+
+def test_the_harness_imports_without_transformers():
+    "transformers and tokenizers are imported inside functions only: without the nlp extra, every module and the CLI's help still load."
+    code = ('import sys, importlib\nfor m in ("transformers", "tokenizers"): sys.modules[m] = None\n'
+            'for m in ("data", "prompts", "tiny", "evaluate"): importlib.import_module("markov_laplace.tasks.nlp." + m)\n'
+            'from markov_laplace.cli import _parser; _parser().parse_args(["nlp-icl", "--model", "x"])\n'
+            'from markov_laplace.tasks.nlp.tiny import train_tokenizer\n'
+            'try: train_tokenizer(["a"])\nexcept ImportError: print("ok")')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == 'ok', out.stderr[-2000:]
