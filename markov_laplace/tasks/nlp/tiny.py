@@ -43,6 +43,7 @@ def tiny_lm(kind, # 'mamba', 'rwkv' or 'gpt_neox'
             layers=2, # blocks
             context=1024, # longest prompt, in tokens (RWKV and GPT-NeoX need it)
             heads=2, # attention heads (GPT-NeoX)
+            intermediate=None, # feed-forward width (RWKV, GPT-NeoX); default 2 * d
            ):
     "A small randomly initialised causal LM of one of the paper's model classes."
     import transformers as tf
@@ -50,9 +51,9 @@ def tiny_lm(kind, # 'mamba', 'rwkv' or 'gpt_neox'
                bos_token_id=tokenizer.eos_token_id)
     configs = {'mamba': lambda: (tf.MambaForCausalLM, tf.MambaConfig(hidden_size=d, num_hidden_layers=layers, state_size=4, **ids)),
                'rwkv': lambda: (tf.RwkvForCausalLM, tf.RwkvConfig(hidden_size=d, num_hidden_layers=layers, attention_hidden_size=d,
-                                                                  intermediate_size=2 * d, context_length=context, **ids)),
+                                                                  intermediate_size=intermediate or 2 * d, context_length=context, **ids)),
                'gpt_neox': lambda: (tf.GPTNeoXForCausalLM, tf.GPTNeoXConfig(hidden_size=d, num_hidden_layers=layers, num_attention_heads=heads,
-                                                                            intermediate_size=2 * d, max_position_embeddings=context, **ids))}
+                                                                            intermediate_size=intermediate or 2 * d, max_position_embeddings=context, **ids))}
     if kind not in configs: _fail('kind', "'mamba', 'rwkv' or 'gpt_neox'", kind)
     check_count(d, 'd'); check_count(layers, 'layers')
     cls, config = configs[kind]()
@@ -65,7 +66,7 @@ def save_tiny(kind, # 'mamba', 'rwkv' or 'gpt_neox'
               folder, # where the model and tokenizer go
               seed=0, # the weights' seed
               tokenizer=None, # a tokenizer to reuse (default: train_tokenizer(task_lines()))
-              **sizes, # d, layers, context, heads: as for tiny_lm
+              **sizes, # d, layers, context, heads, intermediate: as for tiny_lm
              ):
     "Build a tiny model and write it with its tokenizer into `folder`, loadable by `from_pretrained(folder)`."
     tokenizer = tokenizer or train_tokenizer(task_lines())
