@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,nlp]"
 	touch $(STAMP)
 
 ## make run: the main job on a small default that finishes on a CPU, into the ignored runs/local/quick

@@ -33,11 +33,14 @@ setuptools.setup(
     # mapped from their folders in the checkout: nothing is copied into the generated markov_laplace/
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']) + [f"{cfg['lib_name']}.{d}" for d in DATA],
     package_dir={f"{cfg['lib_name']}.{d}": src for d, (src, _) in DATA.items()},
-    package_data={f"{cfg['lib_name']}.{d}": files for d, (_, files) in DATA.items()},
+    # the NLP harness's word-pair lists live inside the package itself (committed beside the generated tasks/nlp/ code)
+    package_data={**{f"{cfg['lib_name']}.{d}": files for d, (_, files) in DATA.items()},
+                  f"{cfg['lib_name']}.tasks.nlp": ['data/*.json', 'data/README.md']},
     include_package_data=True,
     python_requires=f">={cfg['min_python']}",
     install_requires=words('requirements'),
-    extras_require={'dev': words('dev_requirements'), 'gpu': words('gpu_requirements')},
+    extras_require={'dev': words('dev_requirements'), 'gpu': words('gpu_requirements'),
+                    'nlp': words('nlp_requirements')},
     entry_points={'console_scripts': words('console_scripts'),
                   'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
     zip_safe=False,

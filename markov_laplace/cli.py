@@ -20,6 +20,7 @@ from .tasks.markov.chains import dirichlet_kernels, sample_chains
 from .tasks.markov.estimators import bayes_risk_table, tracking_frame
 from .tasks.regression.curves import CURVE_COLUMNS, reference_curves, reference_methods, task_config
 from .tasks.regression.baselines import TASKS
+from .tasks.nlp.data import NLP_TASKS
 from . import __version__
 from .experiments.grids import find_grid, grid_cells, load_sweep, _load_grid
 from .experiments.engines import run_sweep, run_sweep_parallel
@@ -131,7 +132,7 @@ def _device(s): # 'cpu', 'cuda', 'cuda:N'
 def _parser():
     p = argparse.ArgumentParser(prog='markov-laplace', description='How Mamba learns Markov chains in context: the main job, sweeps, Bayes-risk tables, benchmarks.')
     p.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
-    sub = p.add_subparsers(dest='command', required=True, metavar='{run,sweep,floors,bayes-risk,bench,icl-baselines}', help='what to do (each has its own --help)')
+    sub = p.add_subparsers(dest='command', required=True, metavar='{run,sweep,floors,bayes-risk,bench,icl-baselines,nlp-icl}', help='what to do (each has its own --help)')
     r = sub.add_parser('run', help='the main job: grids/quick.yaml into runs/local/quick, its table beside the committed runs/quick')
     r.add_argument('--grid', default='quick', help='a grid file or shipped grid name (default: quick)')
     r.add_argument('--root', default=None, help='the runs root to train into (default: runs/local of the repository, git-ignored)')
@@ -166,7 +167,8 @@ def _parser():
     m.add_argument('--runs', type=_int_at_least(1), nargs='*', default=[], help='also time R runs batched in one step, for each R given')
     m.add_argument('--compiled', action='store_true', help='also time each training step compiled (torch.compile)')
     m.add_argument('--no-icl', action='store_true', help='leave out the function-class rows (samplers, sparse posterior, baseline suite)'); c = _icl_arguments(sub)
-    for q in (r, s, f, b, m, c): q.set_defaults(parser=q)
+    n = _nlp_arguments(sub)
+    for q in (r, s, f, b, m, c, n): q.set_defaults(parser=q)
     return p
 
 # %% ../nbs/99_cli.ipynb #292af6ba
@@ -238,16 +240,50 @@ def _cmd_icl_baselines(a): # the parsed arguments of `icl-baselines`
     print(f'\nwrote {a.out} ({len(cur)} rows of {a.task}) and its settings {Path(a.out).with_suffix(".json")} in {time.perf_counter() - t0:.0f} s')
     return 0
 
+# %% ../nbs/99_cli.ipynb #f6f875cc
+def _nlp_arguments(sub): # the subparsers of `_parser`
+    "The `nlp-icl` subcommand and its options."
+    n = sub.add_parser('nlp-icl', help='few-shot accuracy of a Hugging Face causal LM on the 18 tasks of Grazzi et al. section 6, as CSV')
+    n.add_argument('--model', required=True, help='a Hugging Face hub id (state-spaces/mamba-130m-hf) or a local folder with the model and its tokenizer')
+    n.add_argument('--shots', type=_int_at_least(0), nargs='+', default=[0, 5], help='numbers of demonstrations k; 0 is the zero-shot baseline (default: 0 5)')
+    n.add_argument('--tasks', nargs='+', default=None, choices=list(NLP_TASKS), metavar='TASK', help='tasks (default: all 18)')
+    n.add_argument('--prompts', type=_int_at_least(1), default=400, help='prompts per task and k >= 1 (default 400, the paper\'s)')
+    n.add_argument('--zero-shot-prompts', type=_int_at_least(1), default=100, help='prompts per task at k = 0 (default 100, the paper\'s)')
+    n.add_argument('--batch-size', type=_int_at_least(1), default=16, help='prompts per forward pass')
+    n.add_argument('--device', type=_device, default=None, help='cpu, cuda or cuda:N (default: cuda when there is one)')
+    n.add_argument('--dtype', default=None, choices=['float32', 'bfloat16', 'float16'], help='the weights\' dtype (default: as saved)')
+    n.add_argument('--seed', type=int, default=0, help='seed of the prompts and the bootstrap')
+    n.add_argument('--out', default=None, help='the CSV to write (default: runs/nlp/<model>.csv, the id with / as __)')
+    return n
+
+# %% ../nbs/99_cli.ipynb #554e8213
+def _cmd_nlp_icl(a): # the parsed arguments of `nlp-icl`
+    "markov-laplace nlp-icl: one model's accuracy table into --out, the means printed."
+    import importlib.util
+    if not all(importlib.util.find_spec(m) for m in ('transformers', 'tokenizers')):
+        a.parser.error('needs transformers and tokenizers: pip install "markov_laplace[nlp]" (or pip install transformers tokenizers)')
+    from markov_laplace.tasks.nlp.evaluate import nlp_icl
+    slug = Path(a.model).name if Path(a.model).is_dir() else a.model.replace('/', '__')
+    out = a.out or Path('runs') / 'nlp' / f'{slug}.csv'
+    t0 = time.perf_counter()
+    tab = nlp_icl(a.model, out, a.device, a.dtype, tasks=a.tasks, shots=tuple(a.shots), prompts=a.prompts,
+                  zero_shot_prompts=a.zero_shot_prompts, seed=a.seed, batch_size=a.batch_size, progress=True)
+    print(tab.pivot(index='task', columns='k', values='accuracy').round(3).to_string())
+    print(); print(tab[tab.task == 'mean'][['k', 'group', 'prompts', 'accuracy', 'lo', 'hi']].round(3).to_string(index=False))
+    print(f'\nwrote {out} ({len(tab)} rows) in {time.perf_counter() - t0:.0f} s')
+    return 0
+
 # %% ../nbs/99_cli.ipynb #0576e5de
 _COLS = ['order', 'vocab', 'length', 'laplace_loss', 'oracle_loss', 'oracle_gap', 'oracle_gap_ci', 'paper_oracle_gap']
 
 def main(argv=None):
-    "Console entry point: `markov-laplace {run,sweep,floors,bayes-risk,bench,icl-baselines}`."
+    "Console entry point: `markov-laplace {run,sweep,floors,bayes-risk,bench,icl-baselines,nlp-icl}`."
     a = _parser().parse_args(argv)
     pd.set_option('display.width', 200)
     if a.command == 'run': return _cmd_run(a)
     if a.command == 'sweep': return _cmd_sweep(a)
     if a.command == 'icl-baselines': return _cmd_icl_baselines(a)
+    if a.command == 'nlp-icl': return _cmd_nlp_icl(a)
     if a.command == 'floors':
         table = run_floors(a.out, a.n_seqs, a.seed)
         print(table[_COLS].round(4).to_string(index=False))

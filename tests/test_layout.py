@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / 'markov_laplace'
 FLOORS = {'base': 0, 'storage': 0, 'tasks': 1, 'models': 1, 'training': 2, 'experiments': 3, 'analysis': 4,
           'bench': 5, 'cli': 5, '__main__': 5, '__init__': 5}
-APART = [('tasks', 'models'), ('tasks.markov', 'tasks.regression')]  # neither imports the other
+APART = [('tasks', 'models'), ('tasks.markov', 'tasks.regression'), ('tasks.nlp', 'tasks.markov'), ('tasks.nlp', 'tasks.regression')]  # neither imports the other
 
 
 def modules(root=PACKAGE):
@@ -89,7 +89,7 @@ def circles(graph):
 def test_every_module_sits_in_a_known_folder():
     mods = modules()
     assert {m.split('.')[1] for m in mods if '.' in m} <= set(FLOORS), 'a new top-level folder or module: give it a floor'
-    for folder in ('tasks', 'tasks.markov', 'tasks.regression', 'models', 'training', 'experiments', 'analysis'):
+    for folder in ('tasks', 'tasks.markov', 'tasks.regression', 'tasks.nlp', 'models', 'training', 'experiments', 'analysis'):
         assert f'markov_laplace.{folder}' in mods, f'{folder}/__init__.py is missing'
 
 
@@ -97,6 +97,7 @@ def test_the_folders_hold_what_they_say():
     mods = set(modules())
     want = {'tasks': ['protocol'], 'tasks.markov': ['chains', 'estimators', 'task', 'evaluate'],
             'tasks.regression': ['functions', 'optimal', 'baselines', 'curves', 'task'],
+            'tasks.nlp': ['data', 'prompts', 'tiny'],
             'models': ['layers', 'scan', 'ends', 'mamba', 'transformer', 'registry'], 'training': ['config', 'step', 'loop'],
             'experiments': ['config', 'store', 'grids', 'schedule', 'engines', 'reevaluate'],
             'analysis': ['construction', 'markov', 'claims', 'figures']}
@@ -117,6 +118,8 @@ def test_the_package_is_layered():
     (('markov_laplace.tasks.markov.task', 'markov_laplace.models.registry'), 'stay apart'),
     (('markov_laplace.models.ends', 'markov_laplace.tasks.markov.chains'), 'stay apart'),
     (('markov_laplace.tasks.regression.task', 'markov_laplace.tasks.markov.chains'), 'stay apart'),
+    (('markov_laplace.tasks.nlp.data', 'markov_laplace.tasks.markov.chains'), 'stay apart'),
+    (('markov_laplace.tasks.nlp.tiny', 'markov_laplace.models.mamba'), 'stay apart'),
     (('markov_laplace.training.step', 'markov_laplace.experiments.store'), 'a higher floor'),
     (('markov_laplace.base', 'markov_laplace.tasks.protocol'), 'a higher floor'),
     (('markov_laplace.training.config', 'markov_laplace.training.loop'), 'circle'),
