@@ -213,4 +213,4 @@ def test_io_and_fields_are_checked_by_name():
     with pytest.raises(ValueError, match='`io` must be either vocab'): build('mamba', dict(vocab=2, d_in=3))
     with pytest.raises(ValueError, match='`max_len` must be >= the task length 5000'): build('transformer', dict(vocab=2, length=5000))
     with pytest.raises(ValueError, match='`MambaConfig keys` must be fields of MambaConfig'): build('mamba', dict(d_in=3), head='l1')
-    with pytest.raises(ValueError, match='`family` must be mamba | transformer'): from_config({'family': 's4'})
+    with pytest.raises(ValueError, match='`family` must be mamba | transformer | s4'): from_config({'family': 'rwkv'})

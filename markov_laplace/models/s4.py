@@ -129,6 +129,8 @@ class S4Backbone(nn.Module):
                 b = 1 / math.sqrt(m.in_features)
                 m.weight.copy_((2 * torch.rand(m.weight.shape, generator=g) - 1) * b)
                 if m.bias is not None: m.bias.copy_((2 * torch.rand(m.bias.shape, generator=g) - 1) * b)
+            elif isinstance(m, nn.Embedding):  # token ends
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g))
             elif isinstance(m, nn.LayerNorm):
                 m.weight.fill_(1.0); m.bias.zero_()
         return model
