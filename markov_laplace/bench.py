@@ -173,19 +173,21 @@ def bench_families(device='cpu', # where the steps run
                     models = [build(family + size, REGRESSION.model_io(task), seed=seed + r) for r in range(R)]
                     what = f'{family}{size} training step, ' + ('single run' if R == 1 else f'{R} runs batched, per run')
                     shape = f'{models[0].n_params():,} parameters, B=64 pairs={n} d=20'
-                    t0 = time.perf_counter()
+                    t0, tr = time.perf_counter(), None
                     try:
                         tr = (single_run(models[0], task, cfg, compile=compile) if R == 1 else
                               BatchedTrainer(models, task, cfg, list(range(R)), prefetch=CUDA_PREFETCH if cuda else 1, compile=compile))
                         tr.step(); sync()
-                    except Exception as e:  # a row that says what broke, and the benchmark goes on
+                        first = (time.perf_counter() - t0) * 1e3
+                        what += ' (' + ('compiled, ' if tr.compiled else '') + ('CUDA graph' if tr.graph else 'eager') + ')'
+                        add(benchmark=f'{what}, first step (setup, compilation, capture)', shape=shape, ms=first, target_ms=None)
+                        target = FAMILY_TARGETS[family][R > 1] if cuda and size == '' and R in (1, 3) else None
+                        add(benchmark=what, shape=shape, ms=_step_ms(tr, tr.prefetch if cuda else 2, repeat, device), target_ms=target)
+                    except Exception as e:  # a row that says what broke (out of memory, say), and the benchmark goes on
                         add(benchmark=f'{what} FAILED: {type(e).__name__}: {str(e)[:200]}', shape=shape, ms=float('nan'), target_ms=None)
-                        continue
-                    first = (time.perf_counter() - t0) * 1e3
-                    what += ' (' + ('compiled, ' if tr.compiled else '') + ('CUDA graph' if tr.graph else 'eager') + ')'
-                    add(benchmark=f'{what}, first step (setup, compilation, capture)', shape=shape, ms=first, target_ms=None)
-                    target = FAMILY_TARGETS[family][R > 1] if cuda and size == '' and R in (1, 3) else None
-                    add(benchmark=what, shape=shape, ms=_step_ms(tr, tr.prefetch if cuda else 2, repeat, device), target_ms=target)
+                    finally:  # this trainer's graph pool and saved tensors go before the next is built
+                        del tr, models
+                        if cuda: torch.cuda.empty_cache()
     df = pd.DataFrame(rows)
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df
@@ -241,8 +243,9 @@ def bench_anchors(device='cuda', pairs=(41,), repeat=20, seed=0, log=None,
                     loss = (read_x_positions(model(z).float()) - ys).square().mean()
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
             row = dict(benchmark=f'anchor {name} training step (eager{", bf16 autocast" if cuda else ""})',
-                       shape=f'{sum(p.numel() for p in model.parameters()):,} parameters, B=64 pairs={n} d=20',
-                       ms=time_ms(step, repeat, 3, device), target_ms=None)
+                       shape=f'{sum(p.numel() for p in model.parameters()):,} parameters, B=64 pairs={n} d=20', target_ms=None)
+            try: row['ms'] = time_ms(step, repeat, 3, device)
+            except Exception as e: row.update(benchmark=f"{row['benchmark']} FAILED: {type(e).__name__}: {str(e)[:200]}", ms=float('nan'))
             rows.append(row)
             if log: log(row)
         model.cpu()
