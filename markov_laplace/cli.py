@@ -15,7 +15,7 @@ import matplotlib
 import pandas as pd
 import torch
 
-from .bench import bench_data, bench_icl, bench_model, machine_description
+from .bench import FAMILY_TARGETS, bench_anchors, bench_data, bench_families, bench_icl, bench_model, bench_rows, family_ratios, machine_description
 from .tasks.markov.chains import dirichlet_kernels, sample_chains
 from .tasks.markov.estimators import bayes_risk_table, tracking_frame
 from .tasks.regression.curves import CURVE_COLUMNS, reference_curves, reference_methods, task_config
@@ -166,10 +166,40 @@ def _parser():
     m.add_argument('--backends', nargs='+', default=['torch'], choices=['torch', 'mamba_ssm'], help='model backends to time (mamba_ssm: CUDA)')
     m.add_argument('--runs', type=_int_at_least(1), nargs='*', default=[], help='also time R runs batched in one step, for each R given')
     m.add_argument('--compiled', action='store_true', help='also time each training step compiled (torch.compile)')
-    m.add_argument('--no-icl', action='store_true', help='leave out the function-class rows (samplers, sparse posterior, baseline suite)'); c = _icl_arguments(sub)
+    m.add_argument('--no-icl', action='store_true', help='leave out the function-class rows (samplers, sparse posterior, baseline suite)')
+    m.add_argument('--no-markov', action='store_true', help='leave out the Markov rows (samplers, add-β, the Mamba training step)')
+    m.add_argument('--no-families', action='store_true', help="leave out the function-class models' training steps")
+    m.add_argument('--family-sizes', nargs='+', default=None, choices=['standard', 'small', 'tiny'], help='sizes of the families (default: standard on CUDA, tiny and small on a CPU)')
+    m.add_argument('--pairs', type=_int_at_least(1), nargs='+', default=None, help='(x, y) pairs per prompt of the family rows (default: 41 101 on CUDA, 41 on a CPU)')
+    m.add_argument('--family-runs', type=_int_at_least(2), nargs='*', default=None, help='also time the families with R runs batched (default: 3 on CUDA)')
+    m.add_argument('--family-compile', choices=['auto', 'yes', 'no'], default='auto', help="compile the families' steps (auto: on CUDA)")
+    m.add_argument('--families', nargs='+', default=None, help='which family presets (default: icl-mamba1 icl-transformer icl-s4d)')
+    m.add_argument('--anchors', action='store_true', help="also time the anchors' models (GPT2Model, the mamba_ssm stack) where they import")
+    m.add_argument('--rows', default=None, help='also write the rows as runs/bench CSV (what, ms, device, date, commit) here, row by row')
+    m.add_argument('--commit', default='', help='the commit the rows are recorded with'); c = _icl_arguments(sub)
     n = _nlp_arguments(sub)
     for q in (r, s, f, b, m, c, n): q.set_defaults(parser=q)
     return p
+
+# %% ../nbs/99_cli.ipynb #aefa460e
+def _bench(a): # the parsed arguments of `bench` -> the whole table
+    "markov-laplace bench: every part asked for, the family rows written to --rows as they come."
+    cuda = torch.device(a.device).type == 'cuda'
+    parts = [] if a.no_markov else [bench_data(a.repeat, a.device), bench_model(a.repeat, a.device, a.backends, runs=a.runs, compiled=a.compiled)]
+    if not a.no_icl: parts.append(bench_icl(a.repeat, a.device))
+    done = []
+    def log(row):
+        done.append(row)
+        print(f"{row['ms']:10.3f} ms  {row['benchmark']} [{row['shape']}]", flush=True)
+        if a.rows: write_csv(a.rows, bench_rows(pd.DataFrame(done), a.device, a.commit))
+    if not a.no_families:
+        sizes = {'standard': '', 'small': '-small', 'tiny': '-tiny'}
+        parts.append(bench_families(a.device, tuple(sizes[s] for s in (a.family_sizes or (['standard'] if cuda else ['tiny', 'small']))),
+                                    tuple(a.pairs or ((41, 101) if cuda else (41,))), tuple((3,) if a.family_runs is None and cuda else (a.family_runs or ())),
+                                    a.repeat, {'auto': 'auto', 'yes': True, 'no': False}[a.family_compile],
+                                    tuple(a.families or FAMILY_TARGETS), log=log))
+    if a.anchors: parts.append(bench_anchors(a.device, tuple(a.pairs or ((41, 101) if cuda else (41,))), a.repeat, log=log))
+    return pd.concat(parts, ignore_index=True)
 
 # %% ../nbs/99_cli.ipynb #292af6ba
 def _cmd_run(a): # the parsed arguments of `run`
@@ -294,9 +324,10 @@ def main(argv=None):
         table = bayes_risk_table([(k, a.vocab, a.length) for k in a.order], a.beta, n_seqs=a.n_seqs, generator=g)
         print(table[_COLS].round(4).to_string(index=False))
     elif a.command == 'bench':
-        table = pd.concat([bench_data(a.repeat, a.device), bench_model(a.repeat, a.device, a.backends, runs=a.runs, compiled=a.compiled),
-                           *([] if a.no_icl else [bench_icl(a.repeat, a.device)])], ignore_index=True)
+        table = _bench(a)
         print(f'# {machine_description(a.device)}')
         print(table.round(3).to_string(index=False))
         if a.out: write_csv(a.out, table)
+        ratios = family_ratios(bench_rows(table))
+        if len(ratios): print(ratios.round(2).to_string(index=False))
     return 0

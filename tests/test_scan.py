@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from markov_laplace.models.scan import s6_chunked, s6_scan, s6_sequential, s6_step, ssd_chunked, ssd_scan, ssd_sequential, ssd_step
+from markov_laplace.models.scan import _s6_fused_bwd_ref, _s6_fused_fwd_ref, s6_fused, s6_chunked, s6_scan, s6_sequential, s6_step, ssd_chunked, ssd_scan, ssd_sequential, ssd_step
 
 
 def _ssd_inputs(g, b=2, l=37, h=2, p=4, groups=1, n=3, dtype=torch.float32, device='cpu'):
@@ -50,6 +50,27 @@ def test_s6_chunked_matches_sequential(length, chunk, gen):
     w = torch.randn(y.shape, generator=gen)
     for g1, g2 in zip(_grads(lambda *a: s6_chunked(*a, chunk=chunk), args, w), _grads(s6_sequential, args, w)):
         assert _rel(g1, g2) <= 1e-5
+
+
+@pytest.mark.parametrize('length', [1, 15, 16, 17, 40])  # the fused kernel loads 16 positions at a time
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.float64, 1e-12)])
+def test_s6_fused_matches_sequential(length, dtype, tol, gen):
+    args = _s6_inputs(gen, l=length, dtype=dtype)
+    y = s6_fused(*args)
+    assert _rel(y, s6_sequential(*args)) <= tol
+    w = torch.randn(y.shape, generator=gen, dtype=dtype)
+    for g1, g2 in zip(_grads(s6_fused, args, w), _grads(s6_sequential, args, w)):
+        assert _rel(g1, g2) <= tol
+
+
+def test_s6_fused_under_vmap_of_grad_is_each_run_alone(gen):
+    from torch.func import grad, vmap
+    runs = [_s6_inputs(gen, l=19) for _ in range(3)]  # each run its own A, as in the batched trainer
+    loss = lambda f: (lambda *a: (f(*a) ** 2).sum())
+    batched = vmap(grad(loss(s6_fused), argnums=(0, 1, 2, 3, 4)))(*[torch.stack(z) for z in zip(*runs)])
+    for r, args in enumerate(runs):
+        for ours, theirs in zip(batched, grad(loss(s6_sequential), argnums=(0, 1, 2, 3, 4))(*args)):
+            assert _rel(ours[r], theirs) <= 1e-5
 
 
 def test_final_states_and_initial_states_chain(gen):
@@ -111,3 +132,37 @@ def test_mamba_ssm_matches_torch(scan, length):
     for a, b in zip(_grads(lambda *a: fn(*a, backend='mamba_ssm'), args, w),
                     _grads(lambda *a: fn(*a, backend='torch'), args, w)):
         assert _rel(a, b) <= 3e-3, _rel(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('length', [1, 16, 37, 82, 202])
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_fused_triton_kernels_match_their_twin(length, dtype, tol):
+    pytest.importorskip('triton')
+    g = torch.Generator().manual_seed(length)
+    r = lambda *s: torch.randn(*s, generator=g)
+    b, d, n, G = 6, 70, 16, 2  # d not a multiple of the channel block; two groups of A (two vmapped runs)
+    x, dt, A, B, C = r(b, length, d), F.softplus(r(b, length, d)), -torch.rand(G, d, n, generator=g) * 3, r(b, length, n), r(b, length, n)
+    gy = r(b, length, d)
+    cast = lambda *ts: [t.to(dtype) for t in ts]
+    x, dt, B, C, gy = cast(x, dt, B, C, gy)  # the twin reads the same rounded inputs, computes in float64
+    y0, s0 = _s6_fused_fwd_ref(*[t.double() for t in (x, dt, A, B, C)], True)
+    g0 = _s6_fused_bwd_ref(*[t.double() for t in (x, dt, A, B, C)], s0, gy.double())
+    from markov_laplace.models.scan import _s6_fused_bwd_triton, _s6_fused_fwd_triton
+    y1, s1 = _s6_fused_fwd_triton(*[t.cuda() for t in (x, dt, A, B, C)], True)
+    g1 = _s6_fused_bwd_triton(*[t.cuda() for t in (x, dt, A, B, C, s1, gy)])
+    assert _rel(y1.double().cpu(), y0) <= tol and _rel(s1.double().cpu(), s0) <= 1e-5
+    for a, b_ in zip(g1, g0): assert _rel(a.double().cpu(), b_) <= tol
+
+
+@pytest.mark.gpu
+def test_mamba_ssm_s6_under_bf16_autocast_and_clear_under_vmap():
+    pytest.importorskip('mamba_ssm')
+    g = torch.Generator().manual_seed(0)
+    x, dt, A, B, C = _s6_inputs(g, b=4, l=64, d=32, n=16, device='cuda')
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        y = s6_scan(x.bfloat16(), dt, A, B.bfloat16(), C.bfloat16(), backend='mamba_ssm')  # dt stays float32, as after a softplus
+    assert y.dtype == torch.bfloat16 and _rel(y.float(), s6_sequential(x.bfloat16().float(), dt, A, B.bfloat16().float(), C.bfloat16().float())) <= 1e-2
+    from torch.func import vmap
+    with pytest.raises(RuntimeError, match='torch.func transforms'):
+        vmap(lambda *a: s6_scan(*a, backend='mamba_ssm'))(*[t[None].expand(2, *t.shape) for t in (x, dt, A, B, C)])

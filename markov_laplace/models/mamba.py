@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..base import Config, _fail, _is_int, patch
-from .layers import CausalConv, LayerNorm, Linear, linear
+from .layers import CausalConv, LayerNorm, Linear, RMSNorm, linear
 from .scan import check_backend, s6_scan, s6_step, ssd_scan, ssd_step
 
 # %% ../../nbs/models/03_mamba.ipynb #0f8e4071
@@ -35,6 +35,7 @@ class MambaConfig(Config):
     conv_act: Literal['silu', 'relu', 'none'] = 'silu' # activation after the convolution
     gating: bool = True # y * act(z)
     layernorm: bool = True # pre-LN before mixer and MLP, and a final LN
+    rms: bool = False # those norms are RMSNorm (Mamba-1's own blocks, Grazzi) instead of LayerNorm
     mlp: Literal['gated', 'plain', 'none'] = 'gated' # hidden 4d
     act: Literal['silu', 'relu'] = 'silu' # activation of gate and MLP
     fixed_decay: bool = False # a_t = 1 (A = 0), the theorems' setting
@@ -208,7 +209,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, c: MambaConfig):
         super().__init__()
-        norm = (lambda: LayerNorm(c.d_model)) if c.layernorm else nn.Identity
+        norm = (lambda: (RMSNorm if c.rms else LayerNorm)(c.d_model)) if c.layernorm else nn.Identity
         self.norm1, self.mixer = norm(), (Mamba2Mixer if c.mixer == 'mamba2' else Mamba1Mixer)(c)
         self.norm2 = norm() if c.mlp != 'none' else None
         self.mlp = MLP(c.d_model, c.mlp, c.act) if c.mlp != 'none' else None
@@ -228,7 +229,7 @@ class MambaBackbone(nn.Module):
         super().__init__()
         self.config = c = config.validate()
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
-        self.norm_f = LayerNorm(c.d_model) if c.layernorm else nn.Identity()
+        self.norm_f = (RMSNorm if c.rms else LayerNorm)(c.d_model) if c.layernorm else nn.Identity()
 
     def forward(self, h): # (B, T, d_model) -> (B, T, d_model); no checks: the path for vmap and compiled code
         for blk in self.blocks: h = blk(h)

@@ -28,6 +28,7 @@ class TransformerConfig(Config):
     conv_qkv: bool = False # depthwise causal convolution over q, k, v
     d_conv: int = 4 # its window
     bias: bool = True # biases in linear layers and LayerNorms (GPT-2 has them)
+    positions: bool = True # learned positions (GPT-2, Garg); False: none (Grazzi's default)
 
     def validate(self):
         "Raise a ValueError naming the first field that is out of range."
@@ -93,14 +94,14 @@ class TransformerBackbone(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.config = c = config.validate()
-        self.positions = nn.Embedding(c.max_len, c.d_model)
+        self.positions = nn.Embedding(c.max_len, c.d_model) if c.positions else None
         self.blocks = nn.ModuleList(TransformerBlock(c) for _ in range(c.n_layers))
         self.norm_f = LayerNorm(c.d_model, bias=c.bias)
 
     def forward(self, h): # (B, T, d_model) -> (B, T, d_model)
         T = h.shape[-2]
         if T > self.config.max_len: _fail('inputs.shape[1]', f'<= max_len = {self.config.max_len}', T)
-        h = h + self.positions(torch.arange(T, device=h.device))
+        if self.positions is not None: h = h + self.positions(torch.arange(T, device=h.device))
         for blk in self.blocks: h = blk(h)
         return self.norm_f(h)
 
