@@ -146,8 +146,12 @@ def _posterior_noiseless(x, y, S, tol):
     K = [[sum(XS[c][:, i] * XS[c][:, j] for c in range(s)) for j in range(m + 1)] for i in range(m + 1)]  # X_S X_Sᵀ
     for k in range(1, m + 1):
         logdet, quad, alpha = _spd_solve([row[:k] for row in K[:k]], [y[:, i, None].expand(-1, M) for i in range(k)])
-        logw = -(logdet + quad) / 2  # (b, M): log N(y; 0, X_S X_Sᵀ) + const
-        preds[:, k] = _mix(logw, sum(K[k][i] * alpha[i] for i in range(k)))
+        pred = sum(K[k][i] * alpha[i] for i in range(k))  # (b, M)
+        # a support singular on these k points (round-off makes a pivot <= 0: NaN) cannot have drawn y: weight 0
+        ok = logdet.isfinite() & quad.isfinite() & pred.isfinite()
+        alpha = [torch.where(ok, a, 0.0) for a in alpha]
+        logw = torch.where(ok, -(logdet + quad) / 2, -math.inf)  # (b, M): log N(y; 0, X_S X_Sᵀ) + const
+        preds[:, k] = _mix(logw, torch.where(ok, pred, 0.0))
     if n - 1 <= s: return preds
     mu = torch.stack([sum(alpha[i] * XS[c][:, i] for i in range(s)) for c in range(s)], -1)  # (b, M, s): w_S from points < s
     scale = y.square().mean(1, keepdim=True).sqrt() + 1e-300  # (b, 1): misfits are relative to the prompt's rms y
