@@ -57,7 +57,7 @@ def test_bad_arguments_name_the_parameter():
 
 
 def test_paper_table_marks_agreement():
-    rows = [dict(task=t, method=m, k=k, error=p, lo=p - 0.01, hi=p + 0.01) for t, m, k, p in PAPER_BASELINES[:-1]]
+    rows = [dict(task=t, method=m, k=k, error=p, lo=p - 0.01, hi=p + 0.01) for t, m, k, p, _ in PAPER_BASELINES[:-1]]
     tab = paper_table(pd.DataFrame(rows, columns=CURVE_COLUMNS))
     assert tab.agrees.iloc[:-1].all() and tab.agrees.iloc[-1] is None and len(tab) == len(PAPER_BASELINES)
 

@@ -6,7 +6,8 @@
 __all__ = ['CURVE_COLUMNS', 'BASELINE_COLUMNS', 'PROMPT_BLOCK', 'OPTIMAL_NAMES', 'PAIRED_COLUMNS', 'PAPER_BASELINES',
            'PAPER_PROMPTS', 'VERDICTS', 'CHECKS', 'CHECK_COLUMNS', 'task_config', 'evaluation_prompts', 'curve_stat',
            'reference_methods', 'method_params', 'predict', 'method_curve', 'load_curves', 'save_curves',
-           'reference_curves', 'paired_differences', 'verdict', 'paper_checks', 'paper_verdicts', 'stable_verdicts']
+           'reference_curves', 'paired_differences', 'verdict', 'paper_table', 'paper_checks', 'paper_verdicts',
+           'stable_verdicts']
 
 # %% ../../../nbs/tasks/regression/04_curves.ipynb #9827a3e9
 import json
@@ -235,6 +236,20 @@ def verdict(ours, # our mean error
     margin = abs(ours - paper) - precision
     z = max(margin, 0.0) / math.sqrt(se ** 2 + sd ** 2 / PAPER_PROMPTS)
     return dict(status='reproduced' if z <= z_in else 'not reproduced' if z >= z_out else 'inconclusive', margin=margin, z=z)
+
+# %% ../../../nbs/tasks/regression/04_curves.ipynb #808c3fbd
+def paper_table(curves, # DataFrame task, method, k, error, lo, hi
+                meta=None, # the sidecar of `load_curves` (adds the prompt count), or None
+               ): # one row per paper number: paper, ours, lo, hi, agrees
+    "The paper's baseline numbers beside one curve: agrees when the paper's number lies in its 90% band (one sample: see `paper_verdicts`)."
+    rows = []
+    for task, method, k, paper, _ in PAPER_BASELINES:
+        hit = curves[(curves.task == task) & (curves.method == method) & (curves.k == k)]
+        ours = hit.iloc[0] if len(hit) else dict(error=math.nan, lo=math.nan, hi=math.nan)
+        rows.append(dict(task=task, method=method, k=k, paper=paper, ours=ours['error'], lo=ours['lo'], hi=ours['hi'],
+                         n_prompts=(meta or {}).get(f'{task}/{method}', {}).get('n_prompts'),
+                         agrees=bool(ours['lo'] <= paper <= ours['hi']) if len(hit) else None))
+    return pd.DataFrame(rows)
 
 # %% ../../../nbs/tasks/regression/04_curves.ipynb #2dc5a95d
 CHECKS = [ # (task, label, baseline, overrides, k): every setting scored at a paper's k
