@@ -364,7 +364,7 @@ _ALL = TASKS
 BASELINES = {
     'nearest_neighbours': Baseline(nearest_neighbours, dict(n_neighbors=3), _ALL),
     'averaging': Baseline(averaging, {}, _ALL),
-    **{f'lasso_{a:g}': Baseline(lasso, dict(alpha=a), ('sparse_linear',)) for a in LASSO_ALPHAS},
+    **{f'lasso_{a:g}': Baseline(lasso, dict(alpha=a, solver='lars'), ('sparse_linear',)) for a in LASSO_ALPHAS},  # the solver recorded with every curve
     'gd_relu_net': Baseline(gd_relu_net, GD_SETTINGS['paper'], ('relu_net',)),
     'gd_relu_net_code': Baseline(gd_relu_net, GD_SETTINGS['code'], ('relu_net',)),
     'greedy_tree_depth2': Baseline(greedy_tree, dict(max_depth=TREE_DEPTHS['paper']), ('decision_tree',)),
