@@ -63,7 +63,7 @@ def test_every_field_reaches_config_json_identically_through_every_engine(tmp_pa
 
 
 def test_a_grid_names_its_task_and_sets_that_task_s_fields(tmp_path):
-    fields = dict(task='sparse_linear', d=6, d_cur=5, n_points=9, s=2, hidden=7, depth=2, noise_std=0.5, skew_power=2.0)
+    fields = dict(task='sparse_linear', d=6, d_cur=5, n_points=9, s=2, hidden=7, depth=2, noise_std=0.5, skew_power=2.0, divisor='signal')
     assert set(fields) == {f.name for f in dataclasses.fields(ICLTaskConfig)}
     assert all(getattr(ICLTaskConfig(), k) != v for k, v in fields.items())
     grid = dict(experiment='icl', base=dict(TRAIN, task=dict(name='regression', task='sparse_linear')),

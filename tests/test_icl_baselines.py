@@ -223,3 +223,31 @@ xs0, ys0 = linear(2, 5, 3, seed=16)
 def test_bad_input_names_the_parameter(call, name):
     with pytest.raises(ValueError, match=f'`{name}` must be'):
         call()
+
+
+def _lasso_k1(xs, ys, alpha):
+    "The exact Lasso prediction from one example: all the weight on its largest |x_j|, soft-thresholded."
+    x, y, q = xs[:, 0].double(), ys[:, 0].double(), xs[:, 1].double()
+    j = x.abs().argmax(-1, keepdim=True)
+    t = y.sign() * (y.abs() - alpha / x.gather(1, j)[:, 0].abs()).clamp(min=0)
+    return (q.gather(1, j) / x.gather(1, j))[:, 0] * t
+
+
+def test_lasso_is_the_estimator_not_its_stopping_rule():
+    "k = 1 exact at every alpha; the fit satisfies the KKT conditions; the public code's tol = 1e-4 does not converge at alpha = 1e-4."
+    import numpy as np
+    from markov_laplace.tasks.regression.baselines import LASSO_ALPHAS, LASSO_KKT_TOL, _lasso_fit_predict, lasso, lasso_kkt_violation
+    from markov_laplace.tasks.regression.functions import ICLTaskConfig, sample_prompts
+    from sklearn.linear_model import LassoLars
+    xs, ys = sample_prompts(ICLTaskConfig(task='sparse_linear', n_points=12), 48, torch.Generator().manual_seed(0))
+    for a in LASSO_ALPHAS:
+        assert (lasso(xs, ys, alpha=a, ks=[1])[:, 1].double() - _lasso_k1(xs, ys, a)).abs().max() < 1e-5, a
+    x, y = xs.double().numpy(), ys.double().numpy()
+    for b in range(8):
+        for k in (3, 10):
+            w = LassoLars(alpha=1e-4, fit_intercept=False).fit(x[b, :k], y[b, :k]).coef_
+            assert lasso_kkt_violation(x[b, :k], y[b, :k], w, 1e-4) < LASSO_KKT_TOL
+    # coordinate descent agrees with it once its tolerance is tight, and not at the default one
+    cd_tight = lasso(xs[:8], ys[:8], alpha=0.01, ks=[10], solver='cd', tol=1e-12)[:, 10]
+    assert (lasso(xs[:8], ys[:8], alpha=0.01, ks=[10])[:, 10] - cd_tight).abs().max() < 1e-5
+    assert (lasso(xs, ys, alpha=1e-4, ks=[1], solver='cd')[:, 1].double() - _lasso_k1(xs, ys, 1e-4)).abs().max() > 1e-2

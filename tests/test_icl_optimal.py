@@ -157,3 +157,19 @@ def test_cuda_matches_cpu():
     for f in (least_squares, lambda x, y: ridge(x, y, 0.3), lambda x, y: sparse_posterior(x, y, 3),
               lambda x, y: sparse_posterior(x, y, 3, noise_std=0.2)):
         torch.testing.assert_close(f(xs.cuda(), ys.cuda()).cpu(), f(xs, ys), rtol=1e-4, atol=1e-4)
+
+
+def test_sparse_posterior_finite_when_a_support_is_singular():
+    "A support with dependent columns on the first k <= s points has weight 0; it used to make the prediction NaN."
+    for seed in (0, 2, 3):
+        xs, ys = sample_prompts(ICLTaskConfig(task='sparse_linear', n_points=5), 1, torch.Generator().manual_seed(seed))
+        xs[0, :3, 2] = xs[0, :3, 0] + xs[0, :3, 1]
+        assert sparse_posterior(xs, ys, 3).isfinite().all(), seed
+        x, y = xs[0].double().numpy(), ys[0].double().numpy()
+        lw, pr = [], []
+        for S in itertools.combinations(range(20), 3):
+            K = x[:3, S] @ x[:3, S].T
+            if np.linalg.cond(K) > 1e12: continue
+            a = np.linalg.solve(K, y[:3]); lw.append(-(np.linalg.slogdet(K)[1] + y[:3] @ a) / 2); pr.append(x[3, S] @ x[:3, S].T @ a)
+        w = np.exp(np.array(lw) - max(lw))
+        assert abs(sparse_posterior(xs.double(), ys.double(), 3)[0, 3].item() - float(w @ np.array(pr) / w.sum())) < 1e-8

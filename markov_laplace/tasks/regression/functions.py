@@ -7,7 +7,7 @@ __all__ = ['ICL_TASKS', 'CURRICULUM_INTERVAL', 'CURRICULUM_DIMS', 'CURRICULUM_PO
            'gaussian_inputs', 'random_rotation', 'skew_transform', 'linear_task', 'sparse_linear_task', 'relu_net_task',
            'tree_eval', 'decision_tree_task', 'skewed_linear_task', 'sample_prompts', 'check_prompts', 'layout',
            'read_x_positions', 'curriculum', 'OODPrompts', 'sample_ood_prompts', 'splice', 'predict_queries',
-           'zero_error_divisor', 'squared_error', 'error_curve']
+           'zero_error_divisor', 'squared_error', 'error_curve', 'median_curve']
 
 # %% ../../../nbs/tasks/regression/00_functions.ipynb #3a0f6f04
 import math
@@ -37,6 +37,7 @@ class ICLTaskConfig(Config):
     depth: int = 4 # depth of decision_tree: 2**depth - 1 internal nodes, 2**depth leaves
     noise_std: Optional[float] = None # σ of ε ~ N(0, σ²) added to y; None: the task's own (1 for noisy_linear, else 0)
     skew_power: float = 1.0 # p: skewed_linear's T has eigenvalues ∝ i**-p (the covariance's ∝ i**-2p)
+    divisor: str = 'signal_plus_noise' # the metric's normaliser: 'signal_plus_noise' E y² = E f(x)² + σ² (the zero predictor's error; 21 on noisy linear), 'signal' E f(x)² (Garg et al.'s plotting code: d = 20)
 
     def validate(self):
         for name in ('d', 'n_points', 's', 'hidden'): check_count(getattr(self, name), name)
@@ -49,6 +50,7 @@ class ICLTaskConfig(Config):
             _fail('noise_std', 'None or a finite number >= 0', self.noise_std)
         if not (_is_real(self.skew_power) and self.skew_power >= 0):
             _fail('skew_power', 'a finite number >= 0', self.skew_power)
+        if self.divisor not in ('signal_plus_noise', 'signal'): _fail('divisor', "'signal_plus_noise' or 'signal'", self.divisor)
         if self.task not in ICL_TASKS: _fail('task', f'one of {sorted(ICL_TASKS)}', self.task)
         return self
 
@@ -348,7 +350,8 @@ def zero_error_divisor(config, # ICLTaskConfig
     if kind != 'standard': _check_ood(kind, config, scale)
     signal = {'sparse_linear': config.s, 'decision_tree': 1}.get(config.task, config.d_cur)  # E f(x)²
     if kind == 'noisy_y': return float(config.d_cur)
-    return (signal + config.sigma ** 2) * (scale ** 2 if kind in ('scale_x', 'scale_y') else 1)
+    noise = config.sigma ** 2 if config.divisor == 'signal_plus_noise' else 0.0
+    return (signal + noise) * (scale ** 2 if kind in ('scale_x', 'scale_y') else 1)
 
 def squared_error(preds, # (B, n) predictions
                   ys, # (B, n) targets
@@ -391,3 +394,19 @@ def error_curve(err, # (B, n) normalised errors, prompts by k
     means = _bootstrap_means(err, n_boot, generator)  # (n_boot, n)
     lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64), dim=0)
     return pd.DataFrame({'k': np.arange(err.shape[1]), 'error': err.mean(0).numpy(), 'lo': lo.numpy(), 'hi': hi.numpy()})
+
+# %% ../../../nbs/tasks/regression/00_functions.ipynb #e9c8073f
+def median_curve(err, # (B, n) normalised errors, prompts by k
+                 level=0.9, # coverage of the interval
+                ): # DataFrame with columns k, error (the median), lo, hi
+    "Median error at each k with the distribution-free order-statistic interval of the median."
+    if not (isinstance(err, torch.Tensor) and err.is_floating_point() and err.dim() == 2):
+        _fail('err', 'a floating-point tensor (B, n)', tuple(getattr(err, 'shape', ())))
+    if not (_is_real(level) and 0 < level < 1): _fail('level', 'a number in (0, 1)', level)
+    B = err.shape[0]
+    from scipy.stats import binom
+    j = max(int(binom.ppf((1 - level) / 2, B, 0.5)), 1)  # P(Bin < j) <= (1 - level) / 2: x_(j) <= median
+    while j > 1 and binom.cdf(j - 1, B, 0.5) > (1 - level) / 2: j -= 1
+    srt = err.detach().double().cpu().sort(0).values
+    return pd.DataFrame({'k': np.arange(err.shape[1]), 'error': srt.median(0).values.numpy() if B % 2 else srt[B // 2 - 1:B // 2 + 1].mean(0).numpy(),
+                         'lo': srt[j - 1].numpy(), 'hi': srt[B - j].numpy()})
