@@ -22,14 +22,12 @@ from .models.layers import fast_paths
 from .models.registry import build
 from .tasks.markov.task import TaskConfig
 from .training.config import TrainConfig
-from .training.loop import single_run
+from .training.loop import CUDA_PREFETCH, single_run
 from .training.step import BatchedTrainer
-from .tasks.regression.functions import ICLTaskConfig, sample_prompts
+from .tasks.regression.functions import ICLTaskConfig, layout, read_x_positions, sample_prompts
 from .tasks.regression.optimal import least_squares, sparse_posterior
 from .tasks.regression.baselines import baselines_for, run_baseline
-from .tasks.regression.functions import layout, read_x_positions
 from .tasks.regression.task import REGRESSION
-from .training.loop import CUDA_PREFETCH
 
 # %% ../nbs/90_bench.ipynb #e91a34fe
 def time_ms(fn, # the work to time, called with no arguments

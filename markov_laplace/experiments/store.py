@@ -19,8 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .config import DEFAULT_TASK
-from .config import run_task as task_of_config
+from .config import DEFAULT_TASK, run_task as task_of_config
 from ..models.registry import from_config
 from ..storage import CorruptFileError, load_torch, read_json, save_torch, write_csv, write_json
 
