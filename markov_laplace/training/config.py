@@ -84,8 +84,7 @@ def adamw(params, decay, cfg, capturable=False):
     "The protocol's AdamW over named parameters {name: tensor}, weight decay on the names in `decay` only."
     return torch.optim.AdamW([dict(params=[p for n, p in params.items() if n in decay], weight_decay=cfg.weight_decay),
                               dict(params=[p for n, p in params.items() if n not in decay], weight_decay=0.0)],
-                             lr=cfg.lr, betas=(0.9, 0.95), capturable=capturable,  # capturable: state on the GPU, for CUDA graphs
-                             fused=True if params and all(p.is_cuda for p in params.values()) else None)  # on CUDA one kernel for all tensors
+                             lr=cfg.lr, betas=(0.9, 0.95), capturable=capturable)  # capturable: state on the GPU, for CUDA graphs
 
 # %% ../../nbs/training/00_config.ipynb #09e257d4
 def _autocast(device, dtype):

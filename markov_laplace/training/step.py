@@ -52,7 +52,7 @@ def one_run(fn):
 def step_gradients(loss_fn, R, compile=False):
     "The step's gradient function: (params, buffers, batch), each (R, ...) -> ({name: (R, ...) gradient}, (R,) losses)."
     if R == 1: return one_run(grad_and_value_autograd(torch.compile(loss_fn) if compile else loss_fn))
-    fn = vmap(grad_and_value(loss_fn))  # every run: gradient and loss on its own batch
+    fn = vmap(grad_and_value(loss_fn), randomness='different')  # every run: gradient and loss on its own batch (its own dropout masks)
     return torch.compile(fn) if compile else fn
 
 # %% ../../nbs/training/01_step.ipynb #58574f6a
