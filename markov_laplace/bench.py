@@ -8,6 +8,7 @@ __all__ = ['ICL_SAMPLE_TARGETS', 'FAMILY_TARGETS', 'time_ms', 'bench_data', 'mac
 
 # %% ../nbs/90_bench.ipynb #04cdfb61
 import datetime
+import gc
 import platform
 import statistics
 import time
@@ -185,6 +186,7 @@ def bench_families(device='cpu', # where the steps run
                         add(benchmark=f'{what} FAILED: {type(e).__name__}: {str(e)[:200]}', shape=shape, ms=float('nan'), target_ms=None)
                     finally:  # this trainer's graph pool and saved tensors go before the next is built
                         del tr, models
+                        gc.collect()  # a failed step's traceback holds the trainer: collect it before the next
                         if cuda: torch.cuda.empty_cache()
     df = pd.DataFrame(rows)
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]

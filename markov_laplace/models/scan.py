@@ -194,7 +194,7 @@ try:
 except ImportError: triton = None
 
 if triton is not None:
-    _CONFIGS = [triton.Config(dict(BD=bd), num_warps=w) for bd, w in ((8, 4), (16, 4), (16, 8), (32, 8))]  # channels per program, warps: tried once per shape
+    _CONFIGS = [triton.Config(dict(BD=bd), num_warps=w) for bd, w in ((4, 1), (4, 2), (8, 1), (8, 2), (8, 4), (16, 4), (16, 8), (32, 8))]  # channels per program, warps: tried once per shape
 
     @triton.jit
     def _affine(a1, b1, a2, b2): # (a1, b1) then (a2, b2): z -> a2 (a1 z + b1) + b2
