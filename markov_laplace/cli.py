@@ -96,7 +96,9 @@ def results_table(experiment, # the experiment folder's name
     from markov_laplace.storage import read_json
     runs = collect(experiment, root)
     if not len(runs): return pd.DataFrame(columns=['preset'])
-    metrics = [c[4:] for c in runs.columns if c.startswith('min_') and c[4:] in runs.columns]  # every metric that is not a loss
+    distances = {c[4:] for c in runs.columns if c.startswith('min_') and c[4:] in runs.columns}  # every metric that is not a loss
+    logged = pd.read_csv(Path(root) / experiment / runs.run[0] / 'history.csv', nrows=0).columns  # in the evaluator's order
+    metrics = [c for c in logged if c in distances] + sorted(distances - set(logged))
     config = dict.fromkeys(k for r in runs.run for k in _flat_config(read_json(Path(root) / experiment / r / 'config.json')))
     varying = [c for c in config if c not in ('preset', 'device', *(f'model.{h}' for h in HOW_FIELDS))
                and c in runs and runs[c].astype(str).nunique() > 1]
@@ -352,11 +354,12 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
     return pd.concat(out, ignore_index=True)
 
 # %% ../nbs/99_cli.ipynb #292af6ba
-def _reference(exp, given): # the reference results.csv: --reference, else the committed one (checkout or installed copy)
+def _reference(exp, given, mine): # the reference results.csv: --reference, else the committed one (checkout or installed copy), never `mine`
     if given: return Path(given)
     from markov_laplace.experiments.grids import data_file
-    try: return data_file(f'runs/{exp}/results.csv')
+    try: ref = data_file(f'runs/{exp}/results.csv')
     except FileNotFoundError: return None
+    return None if ref.resolve() == Path(mine).resolve() else ref
 
 def _grids(a, tmp): # the grid files of `run` / `sweep`, shortened by --steps
     from markov_laplace.experiments.grids import find_grid
@@ -381,7 +384,7 @@ def _cmd_run(a): # the parsed arguments of `run`
         except KeyboardInterrupt: print('\ninterrupted: the table holds the runs finished so far; run the same command again to resume', file=sys.stderr)
     where = root / (a.scale or '')
     tab = results_report(exp, where)  # from the finished runs, also after an interrupt: never out of step with them
-    ref = _reference(exp, a.reference)
+    ref = _reference(exp, a.reference, where / exp / 'results.csv')
     pd.set_option('display.width', 200)
     print(beside_reference(tab, ref).round(4).to_string(index=False))
     print(f'\nwrote {where / exp}/ (results.csv, gap.png, one directory per run) in {time.perf_counter() - t0:.0f} s;'
@@ -403,14 +406,18 @@ def _cmd_sweep(a): # the parsed arguments of `sweep`
         grids = _grids(a, tmp)
         cells = load_sweep(grids, root, a.scale)
         check_output(root, 'dir', name='--root')
-        os.environ[RUNS_ENV] = str(root)  # worker processes resolve the same root
         import torch
         n_gpu = torch.cuda.device_count() if a.gpus is None else a.gpus
         workers = a.workers if a.workers is not None else (n_gpu if n_gpu > 1 else 1)
         dirs = [c.out_dir for _, c in cells]
         if workers > 1:
-            with runs_progress(dirs, disable=a.quiet):
-                run_sweep_parallel(grids, workers, a.engine, a.scale, n_gpu, a.batch, a.prefetch, a.compile, a.restart_broken)
+            saved, os.environ[RUNS_ENV] = os.environ.get(RUNS_ENV), str(root)  # the worker processes resolve the same root
+            try:
+                with runs_progress(dirs, disable=a.quiet):
+                    run_sweep_parallel(grids, workers, a.engine, a.scale, n_gpu, a.batch, a.prefetch, a.compile, a.restart_broken)
+            finally:
+                if saved is None: os.environ.pop(RUNS_ENV)
+                else: os.environ[RUNS_ENV] = saved
         else:
             client_bar = a.engine == 'papermill' and not a.batch  # papermill's own bar is per cell: show runs done instead
             with runs_progress(dirs, disable=a.quiet or not client_bar):
@@ -489,8 +496,14 @@ def _cmd_icl_baselines(a): # the parsed arguments of `icl-baselines`
     if bad: a.parser.error(f"argument --methods: {bad[0]!r} is not a method of {a.task}; choose from {', '.join(allowed)}")
     if a.ks and max(a.ks) >= n: a.parser.error(f'argument --ks: must be integers in [0, {n - 1}] for {n} points; got {max(a.ks)}')
     gd = {m: {'steps': a.gd_steps} for m in allowed if m.startswith('gd_relu_net')} if a.gd_steps else None
-    t0 = time.perf_counter()
-    cur = reference_curves(a.task, a.prompts, a.points, a.seed, a.device, a.methods, a.ks, a.jobs, gd, out=a.out, progress=True)
+    import pandas as pd
+    from tqdm.auto import tqdm
+    t0, parts = time.perf_counter(), []
+    with tqdm(a.methods or allowed, desc=a.task, unit='method', smoothing=0) as bar:
+        for method in bar:  # one method at a time (each draws from its own generator): the same curves, a bar with its ETA
+            bar.set_postfix_str(method)
+            parts.append(reference_curves(a.task, a.prompts, a.points, a.seed, a.device, [method], a.ks, a.jobs, gd, out=a.out))
+    cur = pd.concat(parts, ignore_index=True)
     last = cur[cur.k == cur.k.max()].set_index('method')[['error', 'lo', 'hi']]
     print(f'\n{a.task}, k = {cur.k.max()}:'); print(last.round(4).to_string())
     print(f'\nwrote {a.out} ({len(cur)} rows of {a.task}) and its settings {Path(a.out).with_suffix(".json")} in {time.perf_counter() - t0:.0f} s')
@@ -592,6 +605,9 @@ def main(argv=None):
            'bayes-risk': _cmd_bayes_risk, 'bench': _cmd_bench, 'icl-baselines': _cmd_icl_baselines, 'nlp-icl': _cmd_nlp_icl}[a.command]
     try: return run(a)
     except KeyboardInterrupt:
+        if 'tqdm' in sys.modules:  # close the bars now, so that the line below is the last one
+            from tqdm import tqdm
+            for bar in list(tqdm._instances): bar.close()
         if getattr(a, 'claims', None) is None: print(f'\ninterrupted: {RESUME[a.command]}', file=sys.stderr)
         return 130
     except (ValueError, OSError) as e:  # the library's named errors and the file system's: the user's to fix, in one line
