@@ -496,14 +496,8 @@ def _cmd_icl_baselines(a): # the parsed arguments of `icl-baselines`
     if bad: a.parser.error(f"argument --methods: {bad[0]!r} is not a method of {a.task}; choose from {', '.join(allowed)}")
     if a.ks and max(a.ks) >= n: a.parser.error(f'argument --ks: must be integers in [0, {n - 1}] for {n} points; got {max(a.ks)}')
     gd = {m: {'steps': a.gd_steps} for m in allowed if m.startswith('gd_relu_net')} if a.gd_steps else None
-    import pandas as pd
-    from tqdm.auto import tqdm
-    t0, parts = time.perf_counter(), []
-    with tqdm(a.methods or allowed, desc=a.task, unit='method', smoothing=0) as bar:
-        for method in bar:  # one method at a time (each draws from its own generator): the same curves, a bar with its ETA
-            bar.set_postfix_str(method)
-            parts.append(reference_curves(a.task, a.prompts, a.points, a.seed, a.device, [method], a.ks, a.jobs, gd, out=a.out))
-    cur = pd.concat(parts, ignore_index=True)
+    t0 = time.perf_counter()  # a bar per method over its prompts; finished chunks of prompts are kept beside --out
+    cur = reference_curves(a.task, a.prompts, a.points, a.seed, a.device, a.methods, a.ks, a.jobs, gd, out=a.out, progress=True)
     last = cur[cur.k == cur.k.max()].set_index('method')[['error', 'lo', 'hi']]
     print(f'\n{a.task}, k = {cur.k.max()}:'); print(last.round(4).to_string())
     print(f'\nwrote {a.out} ({len(cur)} rows of {a.task}) and its settings {Path(a.out).with_suffix(".json")} in {time.perf_counter() - t0:.0f} s')
@@ -594,7 +588,7 @@ RESUME = { # what Ctrl-C leaves, per command: its one line
     'collect': 'nothing was written', 'template': 'nothing was written', 'bayes-risk': 'nothing was written',
     'floors': 'the table is written only at the end: run the command again',
     'bench': 'nothing but the rows already in --rows was written; run the command again',
-    'icl-baselines': 'the methods finished so far are in --out: the same command goes on from there',
+    'icl-baselines': 'the methods finished so far are in --out, the prompts done of the next beside it: the same command goes on from there',
     'nlp-icl': 'the (task, k) rows finished so far are in the output CSV: the same command goes on from there',
 }
 

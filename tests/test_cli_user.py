@@ -198,8 +198,29 @@ def test_ctrl_c_on_icl_baselines_is_one_line(tmp_path):
                            lambda: out.exists(), tmp_path, settle=3)  # inside XGBoost's 1,280 fits
     assert code == 130 and 'Traceback' not in err
     assert err.strip().split('\n')[-1].startswith('interrupted: the methods finished so far are in --out')
-    assert 'decision_tree:  50%' in err  # a bar over the methods
+    assert 'decision_tree/xgboost:   0%|          | 0/1280' in err  # a bar per method over its prompts
     assert set(pd.read_csv(out).method) == {'least_squares'}  # the file stays valid, the finished method kept
+
+
+def test_icl_baselines_resume_inside_a_method(tmp_path, monkeypatch, capsys):
+    import markov_laplace.tasks.regression.curves as curves
+    real, calls = curves.predict, []
+    def interrupted(method, config, xs, *args):  # Ctrl-C in the third chunk of prompts
+        calls.append(len(xs))
+        if len(calls) == 3: raise KeyboardInterrupt
+        return real(method, config, xs, *args)
+    monkeypatch.setattr(curves, 'predict', interrupted)
+    out = tmp_path / 'c.csv'
+    argv = ['icl-baselines', '--task', 'linear', '--prompts', '300', '--out', str(out), '--methods', 'averaging', '--ks', '0', '5', '20']
+    assert main(argv) == 130
+    assert sorted(p.name for p in (tmp_path / '.c.partial').glob('*/*.pt')) == ['0-128.pt', '128-256.pt']  # the chunks done
+    calls.clear()
+    assert main(argv) == 0 and calls == [44]  # resumed: only the last chunk is computed
+    assert not (tmp_path / '.c.partial').exists()  # the rows are written, the chunks gone
+    monkeypatch.setattr(curves, 'predict', real)
+    whole = curves.reference_curves('linear', 300, methods=['averaging'], ks=[0, 5, 20])
+    assert (pd.read_csv(out).error - whole.error).abs().max() < 1e-9  # the same curve as in one piece
+    assert 'linear/averaging' in capsys.readouterr().err  # its bar
 
 
 # -- progress on every long job, one summary -----------------------------------------------------------
