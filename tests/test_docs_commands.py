@@ -116,7 +116,8 @@ RUNNABLE = [(name, b) for name in ('README.md', 'template') for b in _blocks(DOC
 
 @pytest.mark.parametrize('doc,block', RUNNABLE, ids=[f'{n}:{b.splitlines()[0][:50]}' for n, b in RUNNABLE])
 def test_the_shell_blocks_run_as_written(doc, block, tmp_path):
-    script = '\n'.join(l + ' --shard 0/1000' if re.match(r'markov-laplace sweep ', l) else l for l in block.splitlines())
+    script = '\n'.join(re.sub(r'\s+#.*$', '', l) + ' --shard 0/1000' if re.match(r'markov-laplace sweep ', l) else l for l in block.splitlines())
+    assert script.count('--shard 0/1000') == block.count('markov-laplace sweep ')
     prelude = (f'set -euo pipefail\nmarkov-laplace() {{ {sys.executable} -m markov_laplace "$@"; }}\n'
                f'papermill() {{ {sys.executable} -m papermill --no-progress-bar "$@"; }}\n')
     env = {**os.environ, 'PYTHONPATH': str(ROOT), 'MARKOV_LAPLACE_RUNS': str(tmp_path / 'runs'), 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1'}
