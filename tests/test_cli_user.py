@@ -220,20 +220,3 @@ def test_icl_baselines_resume_inside_a_method(tmp_path, monkeypatch, capsys):
     whole = curves.reference_curves('linear', 300, methods=['averaging'], ks=[0, 5, 20])
     assert (pd.read_csv(out).error - whole.error).abs().max() < 1e-9  # the same curve as in one piece
     assert 'linear/averaging' in capsys.readouterr().err  # its bar
-
-
-# -- progress on every long job, one summary -----------------------------------------------------------
-
-def test_papermill_sweep_shows_runs_done_and_one_summary(tmp_path):
-    grid = _grid(tmp_path, MARKOV.replace('order: [1, 2]', 'order: [1]'))
-    out = _cli('sweep', grid, '--root', tmp_path / 'r', cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert 'runs: 100%' in out.stderr and '1/1' in out.stderr and 'Executing' not in out.stderr  # runs done, not papermill's cells
-    assert out.stdout.count('runs finished') == 1 and (tmp_path / 'r' / 'mk' / 'order=1' / 'notebook.ipynb').exists()
-
-
-def test_workers_show_runs_done_and_one_summary(tmp_path):
-    out = _cli('sweep', _grid(tmp_path, MARKOV), '--root', tmp_path / 'r', '--engine', 'python', '--workers', '2', '--gpus', '0', cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert 'runs: 100%' in out.stderr and '2/2' in out.stderr
-    assert out.stdout.strip().splitlines() == [f"2 of 2 runs finished, 0 failed (0 broken) under {tmp_path / 'r'}"]
