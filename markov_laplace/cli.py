@@ -380,15 +380,19 @@ def _cmd_run(a): # the parsed arguments of `run`
         check_output(root, 'dir', name='--root')
         if a.fresh: retrain(grid, root, a.scale)
         results = None
-        try: results = run_sweep(grid, engine=a.engine, root=root, scale=a.scale, restart_broken=a.restart_broken)
+        client_bar = a.engine == 'papermill'  # papermill's own bar is per cell: show runs done instead
+        try:
+            with runs_progress([c.out_dir for _, c in load_sweep(grid, root, a.scale)], disable=not client_bar):
+                results = run_sweep(grid, engine=a.engine, root=root, scale=a.scale, restart_broken=a.restart_broken, progress=not client_bar)
         except KeyboardInterrupt: print('\ninterrupted: the table holds the runs finished so far; run the same command again to resume', file=sys.stderr)
     where = root / (a.scale or '')
     tab = results_report(exp, where)  # from the finished runs, also after an interrupt: never out of step with them
-    ref = _reference(exp, a.reference, where / exp / 'results.csv')
+    ref = _reference(f"{a.scale}/{exp}" if a.scale else exp, a.reference, where / exp / 'results.csv')
     pd.set_option('display.width', 200)
     print(beside_reference(tab, ref).round(4).to_string(index=False))
-    print(f'\nwrote {where / exp}/ (results.csv, gap.png, one directory per run) in {time.perf_counter() - t0:.0f} s;'
-          f' reference: {ref if ref is not None and ref.exists() else f"none (no committed runs/{exp}/results.csv)" if ref is None else f"none ({ref} does not exist)"}')
+    committed = f"runs/{a.scale + '/' if a.scale else ''}{exp}/results.csv"
+    said = ref if ref is not None and ref.exists() else f'none (no committed {committed})' if ref is None else f'none ({ref} does not exist)'
+    print(f'\nwrote {where / exp}/ (results.csv, gap.png, one directory per run) in {time.perf_counter() - t0:.0f} s; reference: {said}')
     if results is None: return 130
     failed = [c.out_dir for c, r in results if 'error' in r]
     if failed: print('FAILED:', *failed, sep='\n  '); return 1

@@ -3,7 +3,7 @@ import time
 
 import pandas as pd
 
-from test_cli_user import CLI, ENV, MARKOV, _cli, _grid, _interrupt
+from test_cli_user import MARKOV, _cli, _grid, _interrupt
 import markov_laplace.bench as bench
 from markov_laplace import cli
 

@@ -80,7 +80,7 @@ def test_the_docs_have_commands():
 def test_every_command_in_the_docs_parses(doc, line, argv, monkeypatch, capsys):
     monkeypatch.setattr(cli, '_device', lambda s: s)  # a GPU command parses on a CPU machine
     try: a = cli._parser().parse_args(argv)
-    except SystemExit as e: pytest.fail(f'{doc}: `{line}` does not parse: {capsys.readouterr().err.strip().splitlines()[-1]}')
+    except SystemExit: pytest.fail(f'{doc}: `{line}` does not parse: {capsys.readouterr().err.strip().splitlines()[-1]}')
     from markov_laplace.experiments.grids import find_grid
     for g in getattr(a, 'grids', None) or ([a.grid] if a.command == 'run' else []):
         if not g.endswith('.yaml') or g.startswith('grids/'): find_grid(g)  # a shipped grid (a user's file is made in its block)
