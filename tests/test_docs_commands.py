@@ -124,3 +124,20 @@ def test_the_shell_blocks_run_as_written(doc, block, tmp_path):
     out = subprocess.run(['bash', '-c', prelude + script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert out.returncode == 0, f'{doc}:\n{block}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}'
     assert 'Traceback' not in out.stderr
+
+
+def test_the_commands_the_makefile_and_the_gpu_script_run_parse(monkeypatch, capsys):
+    "`make run`, `make bench`, `make bench-gpu` and `tools/gpu_sweep.sh start` (with GPU.md's grids) call the CLI with flags it takes."
+    monkeypatch.setattr(cli, '_device', lambda s: s)
+    make = (ROOT / 'Makefile').read_text().replace('\\\n', ' ')
+    lines = [l.replace('$(BIN)/markov-laplace', 'markov-laplace') for l in make.splitlines() if 'markov-laplace ' in l or '-m markov_laplace' in l]
+    sweep = next(l for l in (ROOT / 'tools' / 'gpu_sweep.sh').read_text().splitlines() if '-m markov_laplace sweep' in l)
+    gpu_grids = re.search(r'gpu_sweep\.sh start (grids/\{[^}]+\}\.yaml)', DOCS['GPU.md']).group(1)
+    sweep = sweep.split('>>')[0].replace('"$@"', gpu_grids).replace('"$REPO/runs"', 'runs').replace('${WORKERS:-2}', '2')
+    argvs = [_cli_argv(l) for l in lines + [sweep]]
+    assert len(argvs) == 4 and all(argvs)
+    for argv in argvs:
+        try: a = cli._parser().parse_args(argv)
+        except SystemExit: pytest.fail(f'{argv} does not parse: {capsys.readouterr().err.strip().splitlines()[-1]}')
+        from markov_laplace.experiments.grids import find_grid
+        for g in getattr(a, 'grids', None) or []: find_grid(g)
