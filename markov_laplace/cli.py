@@ -413,7 +413,7 @@ def _cmd_sweep(a): # the parsed arguments of `sweep`
         import torch
         n_gpu = torch.cuda.device_count() if a.gpus is None else a.gpus
         workers = a.workers if a.workers is not None else (n_gpu if n_gpu > 1 else 1)
-        dirs = [c.out_dir for _, c in cells]
+        dirs, results = [c.out_dir for _, c in cells], []
         if workers > 1:
             saved, os.environ[RUNS_ENV] = os.environ.get(RUNS_ENV), str(root)  # the worker processes resolve the same root
             try:
@@ -425,9 +425,9 @@ def _cmd_sweep(a): # the parsed arguments of `sweep`
         else:
             client_bar = a.engine == 'papermill' and not a.batch  # papermill's own bar is per cell: show runs done instead
             with runs_progress(dirs, disable=a.quiet or not client_bar):
-                run_sweep(grids, engine=a.engine, root=root, shard=a.shard, scale=a.scale, progress=not (a.quiet or client_bar), batch=a.batch,
+                results = run_sweep(grids, engine=a.engine, root=root, shard=a.shard, scale=a.scale, progress=not (a.quiet or client_bar), batch=a.batch,
                           prefetch=a.prefetch, max_batch=a.max_batch, compile=a.compile, claims=a.claims, restart_broken=a.restart_broken)
-    if a.claims is not None: return 0  # a worker of a parallel sweep: its parent prints the one summary
+    if a.claims is not None: return int(any('error' in r for _, r in results))  # a worker of a parallel sweep: its parent prints the one summary
     finished, failed, broken = sweep_summary(cells)
     print(f'{len(finished)} of {len(cells)} runs finished, {len(failed)} failed ({len(broken)} broken) under {root}', *failed, sep='\n  ')
     if broken: print("broken runs keep their files: --restart-broken moves them into <run>/.broken-<UTC time>/ and trains the run again")
