@@ -11,7 +11,7 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 lic = licenses[cfg['license']]
 words = lambda key: cfg.get(key, '').split()
 # package data: folder in the package -> (folder in the checkout, files); grids.PACKAGE_DATA finds them
-DATA = {'grids': ('grids', ['*.yaml']), 'templates': ('nbs/experiments', ['markov.ipynb'])}  # the papermill templates sit beside the experiments notebooks
+DATA = {'grids': ('grids', ['*.yaml']), 'templates': ('nbs/experiments', ['markov.ipynb']), 'reference': ('runs/quick', ['results.csv'])}  # the papermill templates sit beside the experiments notebooks
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -39,7 +39,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires=f">={cfg['min_python']}",
     install_requires=words('requirements'),
-    extras_require={'dev': words('dev_requirements'), 'gpu': words('gpu_requirements'),
+    extras_require={'dev': words('dev_requirements'), 'papermill': words('papermill_requirements'), 'gpu': words('gpu_requirements'),
                     'nlp': words('nlp_requirements')},
     entry_points={'console_scripts': words('console_scripts'),
                   'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},

@@ -190,7 +190,8 @@ def test_package_data_is_declared_for_the_wheel(tmp_path):
     "An install holds every subpackage and, beside them, the grids and the template where `data_file` looks (`templates/`)."
     text = (ROOT / 'setup.py').read_text()
     assert "'grids': ('grids', ['*.yaml'])" in text and "'templates': ('nbs/experiments', ['markov.ipynb'])" in text
-    assert grids.PACKAGE_DATA == {'grids': 'grids', 'nbs/experiments': 'templates'}
+    assert "'reference': ('runs/quick', ['results.csv'])" in text  # `markov-laplace run`'s reference, outside a checkout too
+    assert grids.PACKAGE_DATA == {'grids': 'grids', 'nbs/experiments': 'templates', 'runs/quick': 'reference'}
     out = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation', '--no-index', str(ROOT),
                           '--target', str(tmp_path / 'site')], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -204,6 +205,12 @@ def test_package_data_is_declared_for_the_wheel(tmp_path):
                          env={**os.environ, 'PYTHONPATH': str(tmp_path / 'site')})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(pkg / 'experiments' / 'engines.py'), str(pkg / 'templates' / 'markov.ipynb')]
+    probe = ("from markov_laplace.cli import _reference, main; print(_reference('quick', None, 'runs/local/quick/results.csv')); "
+             "main(['template'])")
+    out = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, cwd=empty,
+                         env={**os.environ, 'PYTHONPATH': str(tmp_path / 'site')})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(pkg / 'reference' / 'results.csv'), str(pkg / 'templates' / 'markov.ipynb')]
 
 
 def test_without_a_kernel_the_sweep_says_so_and_uses_the_python_engine(tmp_path, monkeypatch, capsys):

@@ -27,7 +27,7 @@ case "${1:-}" in
     [ -f .commit ] && export MARKOV_LAPLACE_COMMIT=$(cat .commit)
     echo "start $(date -u +%FT%TZ) $*" >> /tmp/sweep.log
     cd "$REPO"
-    PYTHONPATH=/tmp/site:$REPO setsid nohup python3 -m markov_laplace sweep "$@" --engine python --batch --prefetch 50 --workers ${WORKERS:-2} --gpus 1 --compile >> /tmp/sweep.log 2>&1 < /dev/null &
+    PYTHONPATH=/tmp/site:$REPO setsid nohup python3 -m markov_laplace sweep "$@" --root "$REPO/runs" --engine python --batch --prefetch 50 --workers ${WORKERS:-2} --gpus 1 --compile >> /tmp/sweep.log 2>&1 < /dev/null &
     echo $! > "$PID"
     echo "started: $* (pid $(cat "$PID"))";;
   wait)

@@ -6,13 +6,14 @@
 __all__ = ['PAPER', 'label', 'experiment_root', 'results', 'scale_note', 'heatmaps', 'bars_vs_paper']
 
 # %% ../../nbs/analysis/03_figures.ipynb #c9743d3c
+import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from ..experiments.store import collect, repo_root
+from ..experiments.store import RUNS_ENV, collect, repo_root
 
 # %% ../../nbs/analysis/03_figures.ipynb #2a9c709a
 PAPER = dict(
@@ -41,8 +42,8 @@ def label(row):
     return row['preset'] + (f'-{int(n)}' if row['preset'].startswith('transformer') or n != 1 else '')
 
 def experiment_root(experiment):
-    "Where an experiment's runs are: runs/ (the paper's scale) when it has finished runs there, else runs/cpu/."
-    runs = repo_root() / 'runs'
+    "Where an experiment's runs are: under $MARKOV_LAPLACE_RUNS when set (a user's runs), else the committed runs/; there the paper's scale when it has finished runs, else cpu/."
+    runs = Path(os.environ[RUNS_ENV]).expanduser() if os.environ.get(RUNS_ENV) else repo_root() / 'runs'
     return runs if any((runs / experiment).glob('*/summary.json')) else runs / 'cpu'
 
 def results(experiment, root=None):

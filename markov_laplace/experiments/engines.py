@@ -9,6 +9,7 @@ __all__ = ['TEMPLATE', 'final_eval_size', 'final_evaluation', 'run_experiment', 
 # %% ../../nbs/experiments/04_engines.ipynb #051e601c
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -199,7 +200,7 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
     root = Path(root) if root is not None else repo_root() / 'runs'
     cells = load_sweep(grid, root, scale)  # every grid and every run checked before anything starts
     if engine == 'papermill' and not batch and not has_kernel():
-        print('no Jupyter kernel `python3` here (pip install ipykernel): running with the python engine', file=sys.stderr)
+        print('no Jupyter kernel `python3` here (pip install "markov_laplace[papermill]"): running with the python engine', file=sys.stderr)
         engine = 'python'
     mine = take_units(sweep_units(cells, batch, max_batch), shard, claims)
     total = len(mine) if claims is None else None
@@ -231,6 +232,10 @@ def run_sweep_parallel(grids, # grid file paths; the workers take their groups f
         if restart_broken: cmd += ['--restart-broken']
         if batch: cmd += ['--batch', '--prefetch', str(prefetch)] + (['--compile'] if compile else [])
         procs.append(subprocess.Popen(cmd, env=env))
-    codes = [p.wait() for p in procs]
-    shutil.rmtree(claims, ignore_errors=True)
+    try: codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:  # Ctrl-C here reaches the workers too: each stops where its runs resume
+        for p in procs: p.send_signal(signal.SIGINT)
+        for p in procs: p.wait()
+        raise
+    finally: shutil.rmtree(claims, ignore_errors=True)
     return codes

@@ -158,7 +158,7 @@ def load_sweep(grids, # grid dicts or JSON / YAML file paths (a list, or one)
     return cells
 
 # %% ../../nbs/experiments/02_grids.ipynb #c2113ed8
-PACKAGE_DATA = {'grids': 'grids', 'nbs/experiments': 'templates'} # checkout folder -> folder in the installed package (setup.py); `experiments` is a subpackage
+PACKAGE_DATA = {'grids': 'grids', 'nbs/experiments': 'templates', 'runs/quick': 'reference'} # checkout folder -> folder in the installed package (setup.py); `experiments` is a subpackage; runs/quick: the reference table of `markov-laplace run`
 
 def data_file(path, # relative to a checkout: 'grids/quick.yaml', 'nbs/experiments/markov.ipynb'
              ): # the absolute path of the file

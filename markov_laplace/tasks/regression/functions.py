@@ -30,7 +30,7 @@ class ICLTaskConfig(Config):
     "A function class and the size of its prompts, validated once."
     task: str = 'linear' # name in `ICL_TASKS`
     d: int = 20 # d, input dimension
-    d_cur: int = 20 # d_cur, coordinates in use (curriculum); x's coordinates >= d_cur are 0
+    d_cur: Optional[int] = None # d_cur, coordinates in use (curriculum); x's coordinates >= d_cur are 0; None: d (all of them)
     n_points: int = 41 # n, (x, y) pairs per prompt
     s: int = 3 # s, non-zero weights of sparse_linear, drawn among the first d_cur
     hidden: int = 100 # r, hidden units of relu_net
@@ -38,6 +38,9 @@ class ICLTaskConfig(Config):
     noise_std: Optional[float] = None # σ of ε ~ N(0, σ²) added to y; None: the task's own (1 for noisy_linear, else 0)
     skew_power: float = 1.0 # p: skewed_linear's T has eigenvalues ∝ i**-p (the covariance's ∝ i**-2p)
     divisor: str = 'signal_plus_noise' # the metric's normaliser: 'signal_plus_noise' E y² = E f(x)² + σ² (the zero predictor's error; 21 on noisy linear), 'signal' E f(x)² (Garg et al.'s plotting code: d = 20)
+
+    def __post_init__(self):
+        if self.d_cur is None: self.d_cur = self.d  # a derived default follows what it derives from
 
     def validate(self):
         for name in ('d', 'n_points', 's', 'hidden'): check_count(getattr(self, name), name)

@@ -1,0 +1,46 @@
+"""Progress on every long job, one summary at the end, and Ctrl-C through worker processes (issue 22, item 5)."""
+import time
+
+import pandas as pd
+
+from test_cli_user import MARKOV, _cli, _grid, _interrupt
+import markov_laplace.bench as bench
+from markov_laplace import cli
+
+
+# -- progress on every long job, one summary -----------------------------------------------------------
+
+def test_papermill_sweep_shows_runs_done_and_one_summary(tmp_path):
+    grid = _grid(tmp_path, MARKOV.replace('order: [1, 2]', 'order: [1]'))
+    out = _cli('sweep', grid, '--root', tmp_path / 'r', cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert 'runs: 100%' in out.stderr and '1/1' in out.stderr and 'Executing' not in out.stderr  # runs done, not papermill's cells
+    assert out.stdout.count('runs finished') == 1 and (tmp_path / 'r' / 'mk' / 'order=1' / 'notebook.ipynb').exists()
+
+
+def test_workers_show_runs_done_and_one_summary(tmp_path):
+    out = _cli('sweep', _grid(tmp_path, MARKOV), '--root', tmp_path / 'r', '--engine', 'python', '--workers', '2', '--gpus', '0', cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert 'runs: 100%' in out.stderr and '2/2' in out.stderr
+    assert out.stdout.strip().splitlines() == [f"2 of 2 runs finished, 0 failed (0 broken) under {tmp_path / 'r'}"]
+
+
+def test_ctrl_c_reaches_the_workers(tmp_path):
+    grid = _grid(tmp_path, MARKOV.replace('steps: 2', 'steps: 100000').replace('eval_every: 1', 'eval_every: 20'))
+    ckpts = lambda: sorted((tmp_path / 'r' / 'mk').glob('*/ckpt.pt'))
+    code, err = _interrupt(['sweep', grid, '--root', tmp_path / 'r', '--engine', 'python', '--workers', '2', '--gpus', '0'],
+                           lambda: len(ckpts()) == 2, tmp_path)
+    assert code == 130 and 'Traceback' not in err and err.count('interrupted:') == 1
+    before = [p.stat().st_mtime_ns for p in ckpts()]
+    time.sleep(3)
+    assert [p.stat().st_mtime_ns for p in ckpts()] == before  # the workers stopped with their parent
+
+
+def test_floors_and_bench_show_overall_progress(monkeypatch, capsys):
+    row = lambda name: pd.DataFrame(dict(benchmark=[name], shape=['-'], ms=[1.0]))
+    for name in ('bench_data', 'bench_model', 'bench_icl', 'bench_families'):
+        monkeypatch.setattr(bench, name, lambda *a, _n=name, **k: row(_n))
+    a = cli._parser().parse_args(['bench', '--repeat', '1'])
+    assert len(cli._bench(a)) == 4
+    err = capsys.readouterr().err
+    assert 'bench: 100%' in err and '4/4' in err  # a bar over the parts
