@@ -23,7 +23,7 @@ from .tasks.regression.baselines import TASKS
 from .tasks.nlp.data import NLP_TASKS
 from . import __version__
 from .experiments.grids import find_grid, grid_cells, load_sweep, _load_grid
-from .experiments.engines import run_sweep, run_sweep_parallel
+from .experiments.engines import run_sweep
 from .experiments.store import collect, repo_root
 from .storage import save_figure, write_csv, write_json
 
@@ -144,13 +144,14 @@ def _parser():
     s.add_argument('--engine', default='papermill', choices=['papermill', 'python'], help='papermill (default; python where no kernel is installed) or python')
     s.add_argument('--scale', default=None, help="a key of every grid's scales, e.g. cpu (refused for a grid without it)")
     s.add_argument('--shard', type=_shard, default=(0, 1), help='i/n: run cells i, i+n, ... of every grid')
-    s.add_argument('--workers', type=_int_at_least(1), default=None, help='worker processes, each with its own shard (default: one per GPU when there are several, else 1)')
-    s.add_argument('--gpus', type=_int_at_least(0), default=None, help='spread the workers over this many GPUs (default: all; 0: CPU workers)')
+    s.add_argument('--workers', type=_int_at_least(1), default=None, help='train on a Dask LocalCluster of N worker processes started here (default: in this process)')
+    s.add_argument('--scheduler', default=None, help='train on a running Dask cluster: its scheduler address, e.g. tcp://host:8786')
+    s.add_argument('--gpus', type=_int_at_least(0), default=None, help='--workers: pin them to this many GPUs, several sharing one (default: all; 0: CPU workers)')
+    s.add_argument('--no-shared-fs', action='store_true', help="the workers do not see this run store: they send each finished run's files back")
     s.add_argument('--batch', action='store_true', help='train the runs of one shape (model, training settings but the seed, task input and output) in one batched step')
     s.add_argument('--prefetch', type=_int_at_least(1), default=1, help='batched runs: steps of data drawn at once (1: the data of separate runs)')
     s.add_argument('--max-batch', type=_int_at_least(1), default=64, help='batched runs: at most this many runs in one step')
     s.add_argument('--compile', action='store_true', help='batched runs: torch.compile the step (inductor fuses it)')
-    s.add_argument('--claims', default=None, help='a directory shared by parallel workers (--workers makes one): take the next unclaimed group, longest first, instead of the shard')
     s.add_argument('--quiet', action='store_true', help='no progress bars')
     for q in (r, s): q.add_argument('--restart-broken', action='store_true', help="move a broken run's files into <run>/.broken-<UTC time>/ and train it again")
     f = sub.add_parser('floors', help='Bayes-risk table and tracking figure into runs/floors')
@@ -227,11 +228,10 @@ def _cmd_sweep(a): # the parsed arguments of `sweep`
     "markov-laplace sweep: every grid checked first, then run here or by worker processes."
     try: grids = [find_grid(g) for g in a.grids]; load_sweep(grids, repo_root() / 'runs', a.scale)
     except ValueError as e: a.parser.error(str(e))
-    n_gpu = torch.cuda.device_count() if a.gpus is None else a.gpus
-    workers = a.workers if a.workers is not None else (n_gpu if n_gpu > 1 else 1)
-    if workers > 1: return max(run_sweep_parallel(grids, workers, a.engine, a.scale, n_gpu, a.batch, a.prefetch, a.compile, a.restart_broken))
+    if a.workers and a.scheduler: a.parser.error('argument --scheduler: not allowed with --workers (which starts a cluster here)')
     results = run_sweep(grids, engine=a.engine, shard=a.shard, scale=a.scale, progress=not a.quiet, batch=a.batch, prefetch=a.prefetch,
-                        max_batch=a.max_batch, compile=a.compile, claims=a.claims, restart_broken=a.restart_broken)
+                        max_batch=a.max_batch, compile=a.compile, workers=a.workers, scheduler=a.scheduler, gpus=a.gpus,
+                        shared=not a.no_shared_fs, restart_broken=a.restart_broken)
     failed = [c.out_dir for c, r in results if 'error' in r]
     broken = [c.out_dir for c, r in results if r.get('broken')]
     print(f'{len(results) - len(failed)} runs finished, {len(failed)} failed ({len(broken)} broken)', *failed, sep='\n  ')
