@@ -126,7 +126,7 @@ def set_aside(out, # a (broken) run directory
     dest = out / f".broken-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S.%fZ')}"
     dest.mkdir()
     for f in out.iterdir():
-        if not f.name.startswith(('.broken-', LOCK)): os.replace(f, dest / f.name)
+        if not f.name.startswith(('.broken-', '.lock')): os.replace(f, dest / f.name)  # a lock (`LOCK`, below) stays with its holder
     return dest
 
 # %% ../../nbs/experiments/01_store.ipynb #5fe55e3d

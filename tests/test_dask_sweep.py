@@ -1,0 +1,118 @@
+"Sweeps on a real Dask LocalCluster of 2 worker processes (issue 23): the numbers of the in-process sweep, a worker killed mid-sweep, a bad cell, a second invocation, two sweeps at once."
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip('distributed')
+
+from markov_laplace.cli import main
+from markov_laplace.experiments.engines import local_cluster, run_sweep
+from markov_laplace.experiments.store import LOCK
+
+BASE = dict(length=16, steps=6, batch=4, eval_every=3, eval_size=8, device='cpu', model_overrides=dict(d_model=4, d_state=4))
+GRID = dict(experiment='dask', base=BASE, axes=dict(order=[1, 2], seed=[0, 1]))
+TOL = dict(rel=1e-6, abs=1e-7)  # float32 training, float64 summaries: the same computation on another process
+
+
+@pytest.fixture(scope='module')
+def client():
+    cluster = local_cluster(2, gpus=0, dashboard=':0')
+    c = distributed.Client(cluster)
+    c.wait_for_workers(2)
+    yield c
+    c.close(); cluster.close()
+
+
+def losses(results): return {Path(c.out_dir).name: r['loss'] for c, r in results}
+
+
+def on_disk(results): return {Path(c.out_dir).name: json.loads((Path(c.out_dir) / 'summary.json').read_text()) for c, _ in results}
+
+
+def assert_clean(root):
+    "Every run finished once, nothing half-written: no temporaries, checkpoints, locks."
+    left = [p for p in Path(root).rglob('*') if p.name.startswith(('.', 'ckpt')) or p.suffix == '.tmp']
+    assert not left, left
+
+
+def test_same_numbers_as_in_process_and_a_second_invocation_skips(client, tmp_path):
+    here = run_sweep(GRID, engine='python', root=tmp_path / 'here', progress=False, batch=True)
+    there = run_sweep(GRID, engine='python', root=tmp_path / 'there', progress=False, batch=True, max_batch=2, scheduler=client)
+    assert [Path(c.out_dir).name for c, _ in there] == [Path(c.out_dir).name for c, _ in here]
+    for k, v in losses(here).items(): assert losses(there)[k] == pytest.approx(v, **TOL)
+    assert all(len(r['batched_with']) == 2 for _, r in there)  # max_batch=2: two groups, one per worker
+    assert_clean(tmp_path / 'there')
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / 'there').rglob('*') if p.is_file()}
+    again = run_sweep(GRID, engine='python', root=tmp_path / 'there', progress=False, batch=True, scheduler=client)
+    assert [r for _, r in again] == [r for _, r in there]
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing trained or written again
+
+
+def test_without_a_shared_filesystem_through_the_cli(tmp_path, monkeypatch, capsys):
+    "--workers 2 --no-shared-fs: a LocalCluster started by the sweep, the workers train in their own folder and send the files back."
+    monkeypatch.chdir(tmp_path)  # no settings.ini above: runs/ goes under tmp_path
+    (tmp_path / 'g.json').write_text(json.dumps(GRID))
+    assert main(['sweep', 'g.json', '--engine', 'python', '--workers', '2', '--gpus', '0', '--no-shared-fs', '--quiet']) == 0
+    assert '4 runs finished, 0 failed' in capsys.readouterr().out
+    here = run_sweep(GRID, engine='python', root=tmp_path / 'here', progress=False)
+    runs = tmp_path / 'runs' / 'dask'
+    for k, v in losses(here).items():
+        assert json.loads((runs / k / 'summary.json').read_text())['loss'] == pytest.approx(v, **TOL)
+        assert sorted(p.name for p in (runs / k).iterdir()) == ['config.json', 'history.csv', 'model.pt', 'summary.json']
+    assert_clean(runs)
+
+
+def test_a_bad_cell_is_recorded_and_the_rest_finish(client, tmp_path):
+    grid = dict(GRID, experiment='bad')
+    taken = tmp_path / 'bad' / 'order=2_seed=1'
+    taken.mkdir(parents=True)  # the directory of another run: its cell fails on the worker
+    (taken / 'config.json').write_text(json.dumps(dict(task={'order': 3}, preset='mamba', model={}, train={})))
+    res = run_sweep(grid, engine='python', root=tmp_path, progress=False, scheduler=client)
+    assert [('error' in r) for _, r in res] == [False, False, False, True]
+    failures = json.loads((tmp_path / 'bad' / 'failures.json').read_text())
+    assert list(failures) == [str(taken)] and 'another config' in failures[str(taken)]['error']
+    assert len(list((tmp_path / 'bad').glob('*/summary.json'))) == 3
+
+
+def test_a_worker_killed_mid_sweep(client, tmp_path):
+    "SIGKILL the worker training a group once it has checkpointed: the group resumes on a worker, every run finishes once."
+    grid = dict(experiment='kill', base=dict(BASE, steps=240, eval_every=40), axes=dict(length=[16, 24], seed=[0, 1]))
+    out = {}
+    sweep = threading.Thread(target=lambda: out.update(res=run_sweep(grid, engine='python', root=tmp_path, progress=False, batch=True,
+                                                                     scheduler=client)))
+    sweep.start()
+    t0, killed = time.time(), None
+    while killed is None and time.time() - t0 < 60 and sweep.is_alive():
+        busy = [w for w, keys in client.processing().items() if keys]
+        if busy and any(tmp_path.rglob('ckpt-group.pt')):
+            pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
+            os.kill(pid, signal.SIGKILL); killed = pid
+        time.sleep(0.1)
+    sweep.join(120)
+    assert killed is not None and not sweep.is_alive()
+    res = out['res']
+    assert sorted(Path(c.out_dir).name for c, _ in res) == sorted(p.name for p in (tmp_path / 'kill').iterdir())
+    assert len(res) == 4 and not any('error' in r for _, r in res)
+    assert on_disk(res) == {Path(c.out_dir).name: r for c, r in res}  # the summaries returned are those on disk: written once
+    assert_clean(tmp_path)
+    assert killed not in client.run(os.getpid).values()  # the killed worker was replaced
+
+
+def test_two_sweeps_at_once_never_train_one_run_twice(client, tmp_path):
+    "Two sweeps of one experiment started together: each run is trained by one of them; the other reads it back."
+    grid = dict(GRID, experiment='twice', base=dict(BASE, steps=30, eval_every=10))
+    out = {}
+    def sweep(i): out[i] = run_sweep(grid, engine='python', root=tmp_path, progress=False, scheduler=client, poll=0.2)
+    threads = [threading.Thread(target=sweep, args=(i,)) for i in (0, 1)]
+    for t in threads: t.start()
+    for t in threads: t.join(120)
+    disk = on_disk(out[0])
+    for i in (0, 1):  # had a run been trained twice, one sweep's summary (its wall time) would not be the one on disk
+        assert {Path(c.out_dir).name: r for c, r in out[i]} == disk
+    assert len(disk) == 4 and not any(Path(tmp_path).rglob(LOCK))
+    assert_clean(tmp_path)
