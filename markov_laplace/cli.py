@@ -148,6 +148,7 @@ def _parser():
     s.add_argument('--scheduler', default=None, help='train on a running Dask cluster: its scheduler address, e.g. tcp://host:8786')
     s.add_argument('--gpus', type=_int_at_least(0), default=None, help='--workers: pin them to this many GPUs, several sharing one (default: all; 0: CPU workers)')
     s.add_argument('--no-shared-fs', action='store_true', help="the workers do not see this run store: they send each finished run's files back")
+    s.add_argument('--timeline', default=None, help='a CSV to add one row per unit of work to: where and when it trained (the GPU timing)')
     s.add_argument('--batch', action='store_true', help='train the runs of one shape (model, training settings but the seed, task input and output) in one batched step')
     s.add_argument('--prefetch', type=_int_at_least(1), default=1, help='batched runs: steps of data drawn at once (1: the data of separate runs)')
     s.add_argument('--max-batch', type=_int_at_least(1), default=64, help='batched runs: at most this many runs in one step')
@@ -231,7 +232,7 @@ def _cmd_sweep(a): # the parsed arguments of `sweep`
     if a.workers and a.scheduler: a.parser.error('argument --scheduler: not allowed with --workers (which starts a cluster here)')
     results = run_sweep(grids, engine=a.engine, shard=a.shard, scale=a.scale, progress=not a.quiet, batch=a.batch, prefetch=a.prefetch,
                         max_batch=a.max_batch, compile=a.compile, workers=a.workers, scheduler=a.scheduler, gpus=a.gpus,
-                        shared=not a.no_shared_fs, restart_broken=a.restart_broken)
+                        shared=not a.no_shared_fs, timeline=a.timeline, restart_broken=a.restart_broken)
     failed = [c.out_dir for c, r in results if 'error' in r]
     broken = [c.out_dir for c, r in results if r.get('broken')]
     print(f'{len(results) - len(failed)} runs finished, {len(failed)} failed ({len(broken)} broken)', *failed, sep='\n  ')

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 distributed = pytest.importorskip('distributed')
@@ -84,7 +85,7 @@ def test_a_worker_killed_mid_sweep(client, tmp_path):
     grid = dict(experiment='kill', base=dict(BASE, steps=240, eval_every=40), axes=dict(length=[16, 24], seed=[0, 1]))
     out = {}
     sweep = threading.Thread(target=lambda: out.update(res=run_sweep(grid, engine='python', root=tmp_path, progress=False, batch=True,
-                                                                     scheduler=client)))
+                                                                     scheduler=client, timeline=tmp_path / 'timeline.csv')))
     sweep.start()
     t0, killed = time.time(), None
     while killed is None and time.time() - t0 < 60 and sweep.is_alive():
@@ -101,6 +102,8 @@ def test_a_worker_killed_mid_sweep(client, tmp_path):
     assert on_disk(res) == {Path(c.out_dir).name: r for c, r in res}  # the summaries returned are those on disk: written once
     assert_clean(tmp_path)
     assert killed not in client.run(os.getpid).values()  # the killed worker was replaced
+    timeline = pd.read_csv(tmp_path / 'timeline.csv')  # one row per group that finished: the killed attempt left none
+    assert sorted(timeline.unit) == ['kill/length=16_seed=0', 'kill/length=24_seed=0'] and set(timeline.status) == {'ok'}
 
 
 def test_two_sweeps_at_once_never_train_one_run_twice(client, tmp_path):
