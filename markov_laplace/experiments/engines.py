@@ -326,7 +326,8 @@ def local_cluster(workers, # worker processes, one thread each
     from distributed import LocalCluster
     if not (isinstance(workers, int) and workers >= 1): _fail('workers', 'an integer >= 1 (worker processes)', workers)
     gpus = (torch.cuda.device_count() if torch.cuda.is_available() else 0) if gpus is None else gpus
-    cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=dashboard, silence_logs=logging.ERROR)
+    cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True, dashboard_address=dashboard, silence_logs=logging.ERROR,
+                           memory_limit=1 / workers)  # each an equal share of this machine's memory (not 1 / cores)
     for i in range(workers):
         spec = copy.deepcopy(cluster.new_spec)
         spec['options'].update(env=worker_env(i, gpus), **({'resources': {'GPU': 1}} if gpus else {}))
