@@ -119,3 +119,20 @@ def test_two_sweeps_at_once_never_train_one_run_twice(client, tmp_path):
         assert {Path(c.out_dir).name: r for c, r in out[i]} == disk
     assert len(disk) == 4 and not any(Path(tmp_path).rglob(LOCK))
     assert_clean(tmp_path)
+
+
+@pytest.mark.gpu
+def test_workers_share_one_gpu(tmp_path):
+    "--workers 2 on one GPU: both pinned to it, each holding a GPU slot; the numbers of the in-process sweep on the GPU."
+    import torch
+    grid = dict(GRID, experiment='gpu', base=dict(BASE, device='cuda'))
+    here = run_sweep(grid, engine='python', root=tmp_path / 'here', progress=False, batch=True, max_batch=2)
+    cluster = local_cluster(2, gpus=1, dashboard=':0')
+    with distributed.Client(cluster) as c:
+        c.wait_for_workers(2)
+        assert sorted(c.run(lambda: os.environ['CUDA_VISIBLE_DEVICES']).values()) == ['0', '0']
+        assert [w['resources'] for w in c.scheduler_info()['workers'].values()] == [{'GPU': 1}] * 2
+        there = run_sweep(grid, engine='python', root=tmp_path / 'there', progress=False, batch=True, max_batch=2, scheduler=c)
+    cluster.close()
+    for k, v in losses(here).items(): assert losses(there)[k] == pytest.approx(v, rel=1e-4, abs=1e-5)  # float32 on a GPU: atomics may reorder sums
+    assert {r['device'] for _, r in there} == {torch.cuda.get_device_name(0)}
