@@ -80,6 +80,26 @@ def test_a_bad_cell_is_recorded_and_the_rest_finish(client, tmp_path):
     assert len(list((tmp_path / 'bad').glob('*/summary.json'))) == 3
 
 
+def _patch_oom(on): # run on every worker: groups of more than one run do not fit in memory (on), or do again (off)
+    import torch
+    from markov_laplace.experiments import engines
+    real = getattr(engines.run_group, 'real', engines.run_group)
+    def run_group(runs, *a, **kw):
+        if len(runs) > 1: raise torch.OutOfMemoryError('CUDA out of memory (simulated)')
+        return real(runs, *a, **kw)
+    run_group.real = real
+    engines.run_group = run_group if on else real
+
+
+def test_a_group_out_of_memory_is_cut_in_two_on_the_workers(client, tmp_path):
+    client.run(_patch_oom, True)
+    try: res = run_sweep(dict(GRID, experiment='oom'), engine='python', root=tmp_path, progress=False, batch=True, scheduler=client,
+                         timeline=tmp_path / 'timeline.csv')
+    finally: client.run(_patch_oom, False)
+    assert not any('error' in r for _, r in res) and [len(r['batched_with']) for _, r in res] == [1] * 4
+    assert list(pd.read_csv(tmp_path / 'timeline.csv').status).count('oom') == 3  # 4 runs, then 2 + 2, then 1 + 1 + 1 + 1
+
+
 def test_a_worker_killed_mid_sweep(client, tmp_path):
     "SIGKILL the worker training a group once it has checkpointed: the group resumes on a worker, every run finishes once."
     grid = dict(experiment='kill', base=dict(BASE, steps=240, eval_every=40), axes=dict(length=[16, 24], seed=[0, 1]))
