@@ -100,24 +100,47 @@ def test_a_group_out_of_memory_is_cut_in_two_on_the_workers(client, tmp_path):
     assert list(pd.read_csv(tmp_path / 'timeline.csv').status).count('oom') == 3  # 4 runs, then 2 + 2, then 1 + 1 + 1 + 1
 
 
+class _LogAttempts(distributed.WorkerPlugin):
+    "On every worker, also one started after a kill: log each group's attempt, and the step its checkpoint resumes it from."
+    name = 'log-attempts'
+    def __init__(self, log): self.log = str(log)
+    def setup(self, worker):
+        import torch
+        from markov_laplace.experiments import engines
+        real, log = getattr(engines.train_batched, 'real', engines.train_batched), self.log
+        def train_batched(models, tasks, cfg, seeds, *, ckpt=None, **kw):
+            step = torch.load(ckpt, weights_only=True)['histories'][0][-1]['step'] if ckpt is not None and Path(ckpt).exists() else None
+            with open(log, 'a') as f: f.write(json.dumps(dict(pid=os.getpid(), group=Path(ckpt).parent.name, resumes_from=step)) + '\n')
+            return real(models, tasks, cfg, seeds, ckpt=ckpt, **kw)
+        train_batched.real = real
+        engines.train_batched = train_batched
+
+
 def test_a_worker_killed_mid_sweep(client, tmp_path):
     "SIGKILL the worker training a group once it has checkpointed: the group resumes on a worker, every run finishes once."
-    grid = dict(experiment='kill', base=dict(BASE, steps=240, eval_every=40), axes=dict(length=[16, 24], seed=[0, 1]))
-    out = {}
-    sweep = threading.Thread(target=lambda: out.update(res=run_sweep(grid, engine='python', root=tmp_path, progress=False, batch=True,
+    grid = dict(experiment='kill', base=dict(BASE, steps=160, eval_every=20), axes=dict(length=[16, 24], seed=[0, 1]))
+    out, log = {}, tmp_path / 'attempts.log'
+    client.register_plugin(_LogAttempts(log))
+    sweep = threading.Thread(target=lambda: out.update(res=run_sweep(grid, engine='python', root=tmp_path / 'runs', progress=False, batch=True,
                                                                      scheduler=client, timeline=tmp_path / 'timeline.csv')))
     sweep.start()
     t0, killed = time.time(), None
     while killed is None and time.time() - t0 < 60 and sweep.is_alive():
         busy = [w for w, keys in client.processing().items() if keys]
         if busy and any(tmp_path.rglob('ckpt-group.pt')):
+            time.sleep(0.5)  # a checkpoint or two further
             pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
             os.kill(pid, signal.SIGKILL); killed = pid
         time.sleep(0.1)
     sweep.join(120)
+    client.unregister_worker_plugin(_LogAttempts.name)
     assert killed is not None and not sweep.is_alive()
+    attempts = [json.loads(line) for line in log.read_text().splitlines()]
+    lost = [a for a in attempts if a['pid'] == killed]
+    again = [a for a in attempts if lost and a['group'] == lost[0]['group'] and a['pid'] != killed]
+    assert len(lost) == 1 and len(again) == 1 and again[0]['resumes_from'] is not None, attempts  # its checkpoint resumed it
     res = out['res']
-    assert sorted(Path(c.out_dir).name for c, _ in res) == sorted(p.name for p in (tmp_path / 'kill').iterdir() if p.is_dir())
+    assert sorted(Path(c.out_dir).name for c, _ in res) == sorted(p.name for p in (tmp_path / 'runs' / 'kill').iterdir())
     assert len(res) == 4 and not any('error' in r for _, r in res)
     assert on_disk(res) == {Path(c.out_dir).name: r for c, r in res}  # the summaries returned are those on disk: written once
     assert_clean(tmp_path)
