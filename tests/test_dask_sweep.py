@@ -124,11 +124,12 @@ def test_a_worker_killed_mid_sweep(client, tmp_path):
     sweep = threading.Thread(target=lambda: out.update(res=run_sweep(grid, engine='python', root=tmp_path / 'runs', progress=False, batch=True,
                                                                      scheduler=client, timeline=tmp_path / 'timeline.csv')))
     sweep.start()
-    t0, killed = time.time(), None
+    t0, first, killed = time.time(), None, None
     while killed is None and time.time() - t0 < 60 and sweep.is_alive():
+        ckpt = any((tmp_path / 'runs').rglob('ckpt-group.pt'))
+        first = first or (time.time() if ckpt else None)
         busy = [w for w, keys in client.processing().items() if keys]
-        if busy and any(tmp_path.rglob('ckpt-group.pt')):
-            time.sleep(0.5)  # a checkpoint or two further
+        if busy and ckpt and time.time() - first > 0.5:  # a checkpoint or two after the first
             pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
             os.kill(pid, signal.SIGKILL); killed = pid
         time.sleep(0.1)
