@@ -124,14 +124,13 @@ def test_a_worker_killed_mid_sweep(client, tmp_path):
     sweep = threading.Thread(target=lambda: out.update(res=run_sweep(grid, engine='python', root=tmp_path / 'runs', progress=False, batch=True,
                                                                      scheduler=client, timeline=tmp_path / 'timeline.csv')))
     sweep.start()
-    t0, first, killed = time.time(), None, None
+    t0, seen, killed = time.time(), {}, None  # seen: when each group's first checkpoint appeared
     while killed is None and time.time() - t0 < 60 and sweep.is_alive():
-        ckpt = any((tmp_path / 'runs').rglob('ckpt-group.pt'))
-        first = first or (time.time() if ckpt else None)
-        busy = [w for w, keys in client.processing().items() if keys]
-        if busy and ckpt and time.time() - first > 0.5:  # a checkpoint or two after the first
-            pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
-            os.kill(pid, signal.SIGKILL); killed = pid
+        for p in (tmp_path / 'runs').rglob('ckpt-group.pt'): seen.setdefault(p.parent.name, time.time())
+        for w, keys in client.processing().items():  # a unit's task key names its first run (`_run_units`)
+            if killed is None and any(str(k).startswith(f'unit-{g}-') and time.time() - t > 0.5 for k in keys for g, t in seen.items()):
+                killed = client.run(os.getpid, workers=[w])[w]  # a worker a checkpoint or two into its group
+                os.kill(killed, signal.SIGKILL)
         time.sleep(0.1)
     sweep.join(120)
     client.unregister_worker_plugin(_LogAttempts.name)
