@@ -11,5 +11,6 @@ if ls .whl/dask/*.whl >/dev/null 2>&1 && ! PYTHONPATH=/tmp/site python3 -c 'impo
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/dask/*.whl
 fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+python3 -c 'import distributed' 2>/dev/null || echo "gpu_env: dask.distributed does not import: run tools/dask_wheels.sh here and carry .whl (sweeps with --workers/--scheduler need it)"
 export PYTHONUNBUFFERED=1
 set +e
