@@ -268,13 +268,15 @@ def _parser():
     s.add_argument('--engine', default='papermill', choices=['papermill', 'python'], help='papermill (default; python where no kernel is installed) or python')
     s.add_argument('--scale', default=None, help="a key of every grid's scales, e.g. cpu (refused for a grid without it)")
     s.add_argument('--shard', type=_shard, default=(0, 1), help='i/n: run cells i, i+n, ... of every grid')
-    s.add_argument('--workers', type=_int_at_least(1), default=None, help='worker processes, each with its own shard (default: one per GPU when there are several, else 1)')
-    s.add_argument('--gpus', type=_int_at_least(0), default=None, help='spread the workers over this many GPUs (default: all; 0: CPU workers)')
+    s.add_argument('--workers', type=_int_at_least(1), default=None, help='train on a Dask LocalCluster of N worker processes started here (default: in this process)')
+    s.add_argument('--scheduler', default=None, help='train on a running Dask cluster: its scheduler address, e.g. tcp://host:8786')
+    s.add_argument('--gpus', type=_int_at_least(0), default=None, help='--workers: pin them to this many GPUs, several sharing one (default: all; 0: CPU workers)')
+    s.add_argument('--no-shared-fs', action='store_true', help="the workers do not see this run store: they send each finished run's files back")
+    s.add_argument('--timeline', default=None, help='a CSV to add one row per unit of work to: where and when it trained (the GPU timing)')
     s.add_argument('--batch', action='store_true', help='train the runs of one shape (model, training settings but the seed, task input and output) in one batched step')
     s.add_argument('--prefetch', type=_int_at_least(1), default=1, help='batched runs: steps of data drawn at once (1: the data of separate runs)')
     s.add_argument('--max-batch', type=_int_at_least(1), default=64, help='batched runs: at most this many runs in one step')
     s.add_argument('--compile', action='store_true', help='batched runs: torch.compile the step (inductor fuses it)')
-    s.add_argument('--claims', default=None, help='a directory shared by parallel workers (--workers makes one): take the next unclaimed group, longest first, instead of the shard')
     s.add_argument('--quiet', action='store_true', help='no progress bars')
     for q in (r, s):
         q.add_argument('--steps', type=_int_at_least(1), default=None, help="train every run this many steps (a trial of a shipped grid; give it its own --root)")
@@ -400,34 +402,23 @@ def _cmd_run(a): # the parsed arguments of `run`
 
 # %% ../nbs/99_cli.ipynb #7f6ace97
 def _cmd_sweep(a): # the parsed arguments of `sweep`
-    "markov-laplace sweep: every grid checked first, then run here or by worker processes; a bar of runs done, one summary."
+    "markov-laplace sweep: every grid checked first, then run here or on a Dask cluster; a bar of runs done, one summary."
     import tempfile
-    from markov_laplace.experiments.engines import run_sweep, run_sweep_parallel
+    from markov_laplace.experiments.engines import run_sweep
     from markov_laplace.experiments.grids import load_sweep
-    from markov_laplace.experiments.store import RUNS_ENV, runs_root
+    from markov_laplace.experiments.store import runs_root
+    if a.workers and a.scheduler: a.parser.error('argument --scheduler: not allowed with --workers (which starts a cluster here)')
     root = runs_root(a.root)
     with tempfile.TemporaryDirectory(prefix='markov-laplace-grids-') as tmp:
         grids = _grids(a, tmp)
         cells = load_sweep(grids, root, a.scale)
         check_output(root, 'dir', name='--root')
-        import torch
-        n_gpu = torch.cuda.device_count() if a.gpus is None else a.gpus
-        workers = a.workers if a.workers is not None else (n_gpu if n_gpu > 1 else 1)
-        dirs, results = [c.out_dir for _, c in cells], []
-        if workers > 1:
-            saved, os.environ[RUNS_ENV] = os.environ.get(RUNS_ENV), str(root)  # the worker processes resolve the same root
-            try:
-                with runs_progress(dirs, disable=a.quiet):
-                    run_sweep_parallel(grids, workers, a.engine, a.scale, n_gpu, a.batch, a.prefetch, a.compile, a.restart_broken)
-            finally:
-                if saved is None: os.environ.pop(RUNS_ENV)
-                else: os.environ[RUNS_ENV] = saved
-        else:
-            client_bar = a.engine == 'papermill' and not a.batch  # papermill's own bar is per cell: show runs done instead
-            with runs_progress(dirs, disable=a.quiet or not client_bar):
-                results = run_sweep(grids, engine=a.engine, root=root, shard=a.shard, scale=a.scale, progress=not (a.quiet or client_bar), batch=a.batch,
-                          prefetch=a.prefetch, max_batch=a.max_batch, compile=a.compile, claims=a.claims, restart_broken=a.restart_broken)
-    if a.claims is not None: return int(any('error' in r for _, r in results))  # a worker of a parallel sweep: its parent prints the one summary
+        on_dask = a.workers is not None or a.scheduler is not None  # the Dask client draws its own bar of finished runs
+        client_bar = a.engine == 'papermill' and not a.batch and not on_dask  # papermill's own bar is per cell: show runs done instead
+        with runs_progress([c.out_dir for _, c in cells], disable=a.quiet or not client_bar):
+            run_sweep(grids, engine=a.engine, root=root, shard=a.shard, scale=a.scale, progress=not (a.quiet or client_bar), batch=a.batch,
+                      prefetch=a.prefetch, max_batch=a.max_batch, compile=a.compile, workers=a.workers, scheduler=a.scheduler, gpus=a.gpus,
+                      shared=not a.no_shared_fs, timeline=a.timeline, restart_broken=a.restart_broken)
     finished, failed, broken = sweep_summary(cells)
     print(f'{len(finished)} of {len(cells)} runs finished, {len(failed)} failed ({len(broken)} broken) under {root}', *failed, sep='\n  ')
     if broken: print("broken runs keep their files: --restart-broken moves them into <run>/.broken-<UTC time>/ and trains the run again")
@@ -606,7 +597,7 @@ def main(argv=None):
         if 'tqdm' in sys.modules:  # close the bars now, so that the line below is the last one
             from tqdm import tqdm
             for bar in list(tqdm._instances): bar.close()
-        if getattr(a, 'claims', None) is None: print(f'\ninterrupted: {RESUME[a.command]}', file=sys.stderr)
+        print(f'\ninterrupted: {RESUME[a.command]}', file=sys.stderr)
         return 130
     except (ValueError, OSError) as e:  # the library's named errors and the file system's: the user's to fix, in one line
         if os.environ.get('MARKOV_LAPLACE_DEBUG'): raise

@@ -133,21 +133,3 @@ def test_sweep_refuses_a_bad_cell_before_any_run_starts(tmp_path):
     with pytest.raises(ValueError, match='`lr`'):
         run_sweep(grid, engine='python', root=tmp_path, progress=False)
     assert not any(tmp_path.rglob('summary.json')) and not any(tmp_path.rglob('config.json'))
-
-
-def test_parallel_workers_claim_and_finish_every_group(tmp_path, monkeypatch):
-    "Two CPU workers sharing a claims directory: every batched group runs, and the claims directory is removed."
-    import tempfile
-    from markov_laplace.experiments.engines import run_sweep_parallel
-    monkeypatch.chdir(tmp_path)  # no settings.ini above: runs/ goes under tmp_path, where the workers run too
-    grid = dict(experiment='par', base=dict(length=32, steps=10, batch=4, eval_every=5, eval_size=8, device='cpu',
-                                            model_overrides=dict(d_model=4, d_state=4)),
-                axes=dict(length=[16, 32], seed=[0, 1]), cells=[dict(length=24, seed=0)])
-    (tmp_path / 'par.json').write_text(json.dumps(grid))
-    before = set(Path(tempfile.gettempdir()).glob('markov-laplace-claims-*'))
-    assert run_sweep_parallel(['par.json'], 2, engine='python', batch=True) == [0, 0]
-    runs = sorted(p.parent.name for p in (tmp_path / 'runs' / 'par').glob('*/summary.json'))
-    assert runs == ['length=16_seed=0', 'length=16_seed=1', 'length=24_seed=0', 'length=32_seed=0', 'length=32_seed=1']
-    groups = {tuple(json.loads((tmp_path / 'runs' / 'par' / r / 'summary.json').read_text())['batched_with']) for r in runs}
-    assert len(groups) == 3  # one step per length (a shape), its seeds together
-    assert set(Path(tempfile.gettempdir()).glob('markov-laplace-claims-*')) == before

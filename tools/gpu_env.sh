@@ -1,11 +1,16 @@
 # Source this on the GPU machine, from the repository root, with .whl/ carried along:
 #   . tools/gpu_env.sh
-# It installs the prebuilt mamba_ssm and causal_conv1d wheels (no network there) into /tmp/site
-# and puts them and this checkout on PYTHONPATH.
+# It installs the prebuilt wheels (no network there) into /tmp/site: mamba_ssm and causal_conv1d from .whl/,
+# dask[distributed] and its dependencies from .whl/dask/ (tools/dask_wheels.sh), and puts them and this
+# checkout on PYTHONPATH.
 set -e
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
 fi
+if ls .whl/dask/*.whl >/dev/null 2>&1 && ! PYTHONPATH=/tmp/site python3 -c 'import distributed' 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/dask/*.whl
+fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+python3 -c 'import distributed' 2>/dev/null || echo "gpu_env: dask.distributed does not import: run tools/dask_wheels.sh here and carry .whl (sweeps with --workers/--scheduler need it)"
 export PYTHONUNBUFFERED=1
 set +e
