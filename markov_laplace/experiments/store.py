@@ -68,10 +68,12 @@ def metric_names(hist # a training history (one row per evaluation)
 # %% ../../nbs/experiments/01_store.ipynb #4935f883
 def write_results(out, # the run directory
                   model, hist, wall_s, device, # the trained model, its history, the training time and where it ran
-                  **extra, # more summary fields: the final evaluation (`runs.final_evaluation`), batch-mates
+                  **extra, # more summary fields: the final evaluation (`runs.final_evaluation`), batch-mates; a DataFrame is a table, written as <name>.csv
                  ): # the summary dict
-    "history.csv, model.pt and summary.json (the last evaluation's metrics, the minima of the distances, environment, `extra`) of a finished run."
+    "history.csv, model.pt, the tables of `extra` and summary.json (the last evaluation's metrics, the minima of the distances, environment, `extra`) of a finished run."
     out = Path(out)
+    tables = {k: extra.pop(k) for k in [k for k, v in extra.items() if isinstance(v, pd.DataFrame)]}
+    for name, table in tables.items(): write_csv(out / f'{name}.csv', table)  # before summary.json: a finished run has them all
     write_csv(out / 'history.csv', hist)
     save_torch(out / 'model.pt', {k: v.cpu() for k, v in model.state_dict().items()})
     last = hist.iloc[-1]
