@@ -7,6 +7,7 @@ __all__ = ['FLOOR_SETTINGS', 'run_floors', 'retrain', 'quick_report', 'beside_re
 
 # %% ../nbs/99_cli.ipynb #48fb8f06
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,8 +24,9 @@ from .tasks.regression.baselines import TASKS
 from .tasks.nlp.data import NLP_TASKS
 from . import __version__
 from .experiments.grids import find_grid, grid_cells, load_sweep, _load_grid
-from .experiments.engines import run_sweep, run_sweep_parallel
-from .experiments.store import collect, repo_root
+from .experiments.engines import run_sweep, run_sweep_parallel, select_runs
+from .experiments.schedule import sweep_units
+from .experiments.store import collect, record_gpu_time, repo_root, run_state
 from .storage import save_figure, write_csv, write_json
 
 # %% ../nbs/99_cli.ipynb #f6aa5d51
@@ -152,6 +154,9 @@ def _parser():
     s.add_argument('--compile', action='store_true', help='batched runs: torch.compile the step (inductor fuses it)')
     s.add_argument('--claims', default=None, help='a directory shared by parallel workers (--workers makes one): take the next unclaimed group, longest first, instead of the shard')
     s.add_argument('--quiet', action='store_true', help='no progress bars')
+    s.add_argument('--only', nargs='+', default=None, metavar='GLOB', help="only the runs whose directory under runs/ matches one of these glob patterns, e.g. 'icl/gpu/icl_main/*icl-mamba1*' (a subset of a grid's runs or groups)")
+    s.add_argument('--list', action='store_true', help='print the units of work (batched groups with --batch) and the state of each run, then stop')
+    s.add_argument('--gpu-time', default=None, metavar='FILE', help="merge this call's wall time and every run's steps reached into FILE under `grids`, keyed by grid and scale (runs/gpu_time.json); also when stopped by SIGTERM")
     for q in (r, s): q.add_argument('--restart-broken', action='store_true', help="move a broken run's files into <run>/.broken-<UTC time>/ and train it again")
     f = sub.add_parser('floors', help='Bayes-risk table and tracking figure into runs/floors')
     f.add_argument('--out', default='runs/floors', help='output directory'); f.add_argument('--n-seqs', type=_int_at_least(1), default=4096, help='Monte Carlo sequences per setting')
@@ -223,15 +228,44 @@ def _cmd_run(a): # the parsed arguments of `run`
     return 0
 
 # %% ../nbs/99_cli.ipynb #7f6ace97
+def _list_units(cells, a): # [(experiment, RunConfig)], the parsed arguments
+    "markov-laplace sweep --list: the units of work in order, each run with its state."
+    units = sweep_units(cells, a.batch, a.max_batch)
+    for n, unit in enumerate(units):
+        print(f'unit {n}: {len(unit)} run{"s" * (len(unit) > 1)}')
+        for _, c in unit: print(f'  {run_state(c.out_dir)[0]:9s} {Path(c.out_dir).relative_to(repo_root() / "runs")}')
+    return 0
+
+def _record_gpu_time(a, grids, before, t0): # the parsed arguments, the grid files, {out_dir: finished before}, the call's start
+    "Split this call's wall time between its grids by the runs each trained (or was training), and merge it into --gpu-time."
+    trained = {g: [c.out_dir for _, c in select_runs(load_sweep(g, repo_root() / 'runs', a.scale), repo_root() / 'runs', a.only)] for g in grids}
+    busy = {g: sum(not before.get(d, False) for d in ds) for g, ds in trained.items()}
+    wall, total = time.perf_counter() - t0, max(sum(busy.values()), 1)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'
+    for g, ds in trained.items():
+        if busy[g]: record_gpu_time(a.gpu_time, f'{Path(g).stem}@{a.scale or "base"}', ds, wall * busy[g] / total, device,
+                                    note=' '.join(sys.argv[1:])[:300])
+    print(f'recorded {wall:.0f} s in {a.gpu_time}', file=sys.stderr)
+
 def _cmd_sweep(a): # the parsed arguments of `sweep`
     "markov-laplace sweep: every grid checked first, then run here or by worker processes."
-    try: grids = [find_grid(g) for g in a.grids]; load_sweep(grids, repo_root() / 'runs', a.scale)
+    try: grids = [find_grid(g) for g in a.grids]; cells = select_runs(load_sweep(grids, repo_root() / 'runs', a.scale), repo_root() / 'runs', a.only)
     except ValueError as e: a.parser.error(str(e))
+    if a.list: return _list_units(cells, a)
+    if a.gpu_time:
+        before, t0 = {c.out_dir: (Path(c.out_dir) / 'summary.json').exists() for _, c in cells}, time.perf_counter()
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` stops a call: record what it did on the way out
+    try: return _sweep_cells(a, grids)
+    finally:
+        if a.gpu_time: _record_gpu_time(a, grids, before, t0)
+
+def _sweep_cells(a, grids): # the parsed arguments, the grid files
+    "Run the sweep here or by worker processes; report failures."
     n_gpu = torch.cuda.device_count() if a.gpus is None else a.gpus
     workers = a.workers if a.workers is not None else (n_gpu if n_gpu > 1 else 1)
-    if workers > 1: return max(run_sweep_parallel(grids, workers, a.engine, a.scale, n_gpu, a.batch, a.prefetch, a.compile, a.restart_broken))
+    if workers > 1: return max(run_sweep_parallel(grids, workers, a.engine, a.scale, n_gpu, a.batch, a.prefetch, a.compile, a.restart_broken, only=a.only))
     results = run_sweep(grids, engine=a.engine, shard=a.shard, scale=a.scale, progress=not a.quiet, batch=a.batch, prefetch=a.prefetch,
-                        max_batch=a.max_batch, compile=a.compile, claims=a.claims, restart_broken=a.restart_broken)
+                        max_batch=a.max_batch, compile=a.compile, claims=a.claims, restart_broken=a.restart_broken, only=a.only)
     failed = [c.out_dir for c, r in results if 'error' in r]
     broken = [c.out_dir for c, r in results if r.get('broken')]
     print(f'{len(results) - len(failed)} runs finished, {len(failed)} failed ({len(broken)} broken)', *failed, sep='\n  ')

@@ -240,6 +240,7 @@ def run_sweep_parallel(grids, # grid file paths; the workers take their groups f
                        engine='python', scale=None,
                        gpus=None, # GPUs to spread the workers over (worker i on GPU i % gpus); None: CPU workers, 1 thread each
                        batch=False, prefetch=1, compile=False, restart_broken=False, # passed on to every worker's `run_sweep`
+                       only=None, # glob patterns of the runs to take (`select_runs`), passed on
                       ): # exit codes of the workers
     "Split sweeps over worker processes (one per GPU, or several CPU workers of one thread each) that claim their work as they go."
     procs, claims = [], tempfile.mkdtemp(prefix='markov-laplace-claims-')
@@ -250,6 +251,7 @@ def run_sweep_parallel(grids, # grid file paths; the workers take their groups f
         cmd = [sys.executable, '-m', 'markov_laplace', 'sweep', *map(str, grids), '--engine', engine, '--shard', f'{i}/{workers}', '--claims', claims, '--quiet']
         if scale: cmd += ['--scale', scale]
         if restart_broken: cmd += ['--restart-broken']
+        if only: cmd += ['--only', *only]
         if batch: cmd += ['--batch', '--prefetch', str(prefetch)] + (['--compile'] if compile else [])
         procs.append(subprocess.Popen(cmd, env=env))
     codes = [p.wait() for p in procs]

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['CONFIG_FIELDS', 'HOW_FIELDS', 'HISTORY_FIELDS', 'SUMMARY_FIELDS', 'repo_root', 'environment', 'same_run',
            'check_run_dir', 'metric_names', 'write_results', 'read_summary', 'check_run', 'run_state', 'set_aside',
-           'collect', 'histories', 'load_model', 'run_task']
+           'collect', 'histories', 'load_model', 'run_task', 'steps_reached', 'record_gpu_time']
 
 # %% ../../nbs/experiments/01_store.ipynb #9853537f
 import json
@@ -177,3 +177,35 @@ def run_task(run_dir # a run directory with its config.json
             ): # its task's config (TaskConfig: Markov)
     "The task's config of a run directory (`config.run_task`)."
     return task_of_config(read_json(Path(run_dir) / 'config.json', required=('task',)))
+
+# %% ../../nbs/experiments/01_store.ipynb #cdc10301
+def steps_reached(out, # a run directory
+                 ): # the steps a run has trained: its summary's, else its (group's) checkpoint's, else None
+    "How far a run has trained: finished, from its summary; interrupted, from the checkpoint it resumes from."
+    out = Path(out)
+    if (out / 'summary.json').exists(): return int(read_summary(out)['steps'])
+    for d in [out] + [p.parent for p in out.parent.glob('*/ckpt-group.json') if out.name in {Path(r).name for r in read_json(p).get('runs', [])}]:
+        for name in ('ckpt.pt', 'ckpt-group.pt'):
+            if (d / name).exists():
+                try: return int(torch.load(d / name, map_location='cpu', weights_only=True, mmap=True)['trainer']['n_steps'])
+                except Exception: return None  # torn or foreign: the sweep reports it
+    return None
+
+def record_gpu_time(path, # the JSON file (runs/gpu_time.json), merged
+                    key, # the grid's key: its name, with the scale
+                    run_dirs, # the grid's run directories
+                    wall_s, # this call's wall time spent on the grid
+                    device, # where it ran
+                    note=None, # how it ran
+                   ): # the grid's entry
+    "Append one sweep call to a grid's entry under 'grids' and refresh its runs' steps reached and totals."
+    path = Path(path)
+    data = read_json(path) if path.exists() else {}
+    g = data.setdefault('grids', {}).setdefault(key, {'calls': []})
+    g['calls'].append(dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), wall_s=round(float(wall_s), 1), device=device,
+                           **({'note': note} if note else {})))
+    steps = {Path(d).name: steps_reached(d) for d in run_dirs}
+    g.update(wall_s=round(sum(c['wall_s'] for c in g['calls']), 1), runs=len(steps),
+             finished=sum((Path(d) / 'summary.json').exists() for d in run_dirs), steps=steps)
+    write_json(path, data)
+    return g
