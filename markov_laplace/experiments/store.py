@@ -21,7 +21,7 @@ import torch
 
 from .config import DEFAULT_TASK, run_task as task_of_config
 from ..models.registry import from_config
-from ..storage import CorruptFileError, load_torch, read_json, save_torch, write_csv, write_json
+from ..storage import CorruptFileError, load_torch, read_json, save_torch, write_csv, write_json, write_text
 
 # %% ../../nbs/experiments/01_store.ipynb #ad6a5862
 def repo_root(start='.'):
@@ -207,5 +207,5 @@ def record_gpu_time(path, # the JSON file (runs/gpu_time.json), merged
     steps = {Path(d).name: steps_reached(d) for d in run_dirs}
     g.update(wall_s=round(sum(c['wall_s'] for c in g['calls']), 1), runs=len(steps),
              finished=sum((Path(d) / 'summary.json').exists() for d in run_dirs), steps=steps)
-    write_json(path, data)
+    write_text(path, json.dumps(data, indent=1) + '\n')  # in the file's own key order (write_json sorts)
     return g
