@@ -11,7 +11,7 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 lic = licenses[cfg['license']]
 words = lambda key: cfg.get(key, '').split()
 # package data: folder in the package -> (folder in the checkout, files); grids.PACKAGE_DATA finds them
-DATA = {'grids': ('grids', ['*.yaml']), 'templates': ('nbs/experiments', ['markov.ipynb']), 'reference': ('runs/quick', ['results.csv'])}  # the papermill templates sit beside the experiments notebooks
+DATA = {'grids': ('grids', ['*.yaml']), 'templates': ('nbs/experiments', ['markov.ipynb', 'regression.ipynb']), 'reference': ('runs/quick', ['results.csv'])}  # the papermill templates sit beside the experiments notebooks
 
 setuptools.setup(
     name=cfg['lib_name'],

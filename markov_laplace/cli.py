@@ -9,6 +9,7 @@ __all__ = ['FLOOR_SETTINGS', 'SIZE_FIELDS', 'COMMANDS', 'RESUME', 'check_output'
 # %% ../nbs/99_cli.ipynb #48fb8f06
 import argparse
 import os
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -278,6 +279,9 @@ def _parser():
     s.add_argument('--max-batch', type=_int_at_least(1), default=64, help='batched runs: at most this many runs in one step')
     s.add_argument('--compile', action='store_true', help='batched runs: torch.compile the step (inductor fuses it)')
     s.add_argument('--quiet', action='store_true', help='no progress bars')
+    s.add_argument('--only', nargs='+', default=None, metavar='GLOB', help="only the runs whose directory under runs/ matches one of these glob patterns, e.g. 'icl/gpu/icl_main/*icl-mamba1*' (a subset of a grid's runs or groups)")
+    s.add_argument('--list', action='store_true', help='print the units of work (batched groups with --batch) and the state of each run, then stop')
+    s.add_argument('--gpu-time', default=None, metavar='FILE', help="merge this call's wall time and every run's steps reached into FILE under `grids`, keyed by grid and scale (runs/gpu_time.json); also when stopped by SIGTERM")
     for q in (r, s):
         q.add_argument('--steps', type=_int_at_least(1), default=None, help="train every run this many steps (a trial of a shipped grid; give it its own --root)")
         q.add_argument('--restart-broken', action='store_true', help="move a broken run's files into <run>/.broken-<UTC time>/ and train it again")
@@ -401,24 +405,55 @@ def _cmd_run(a): # the parsed arguments of `run`
     return 0
 
 # %% ../nbs/99_cli.ipynb #7f6ace97
+def _list_units(cells, root, a): # [(experiment, RunConfig)], the runs root, the parsed arguments
+    "markov-laplace sweep --list: the units of work in order, each run with its state."
+    from markov_laplace.experiments.schedule import sweep_units
+    from markov_laplace.experiments.store import run_state
+    for n, unit in enumerate(sweep_units(cells, a.batch, a.max_batch)):
+        print(f'unit {n}: {len(unit)} run{"s" * (len(unit) > 1)}')
+        for _, c in unit: print(f'  {run_state(c.out_dir)[0]:9s} {Path(c.out_dir).relative_to(root)}')
+    return 0
+
+def _record_gpu_time(a, grids, root, before, t0): # the parsed arguments, the grid files, the runs root, {out_dir: finished before}, the call's start
+    "Split this call's wall time between its grids by the runs each trained (or was training), and merge it into --gpu-time."
+    import torch
+    from markov_laplace.experiments.engines import select_runs
+    from markov_laplace.experiments.grids import load_sweep
+    from markov_laplace.experiments.store import record_gpu_time
+    trained = {g: [c.out_dir for _, c in select_runs(load_sweep(g, root, a.scale), root, a.only)] for g in grids}
+    busy = {g: sum(not before.get(d, False) for d in ds) for g, ds in trained.items()}
+    wall, total = time.perf_counter() - t0, max(sum(busy.values()), 1)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'
+    for g, ds in trained.items():
+        if busy[g]: record_gpu_time(a.gpu_time, f'{Path(g).stem}@{a.scale or "base"}', ds, wall * busy[g] / total, device,
+                                    note=' '.join(sys.argv[1:])[:300])
+    print(f'recorded {wall:.0f} s in {a.gpu_time}', file=sys.stderr)
+
 def _cmd_sweep(a): # the parsed arguments of `sweep`
     "markov-laplace sweep: every grid checked first, then run here or on a Dask cluster; a bar of runs done, one summary."
     import tempfile
-    from markov_laplace.experiments.engines import run_sweep
+    from markov_laplace.experiments.engines import run_sweep, select_runs
     from markov_laplace.experiments.grids import load_sweep
     from markov_laplace.experiments.store import runs_root
     if a.workers and a.scheduler: a.parser.error('argument --scheduler: not allowed with --workers (which starts a cluster here)')
     root = runs_root(a.root)
     with tempfile.TemporaryDirectory(prefix='markov-laplace-grids-') as tmp:
         grids = _grids(a, tmp)
-        cells = load_sweep(grids, root, a.scale)
+        cells = select_runs(load_sweep(grids, root, a.scale), root, a.only)
+        if a.list: return _list_units(cells, root, a)
         check_output(root, 'dir', name='--root')
+        if a.gpu_time:
+            before, t0 = {c.out_dir: (Path(c.out_dir) / 'summary.json').exists() for _, c in cells}, time.perf_counter()
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` stops a call: record what it did on the way out
         on_dask = a.workers is not None or a.scheduler is not None  # the Dask client draws its own bar of finished runs
         client_bar = a.engine == 'papermill' and not a.batch and not on_dask  # papermill's own bar is per cell: show runs done instead
-        with runs_progress([c.out_dir for _, c in cells], disable=a.quiet or not client_bar):
-            run_sweep(grids, engine=a.engine, root=root, shard=a.shard, scale=a.scale, progress=not (a.quiet or client_bar), batch=a.batch,
-                      prefetch=a.prefetch, max_batch=a.max_batch, compile=a.compile, workers=a.workers, scheduler=a.scheduler, gpus=a.gpus,
-                      shared=not a.no_shared_fs, timeline=a.timeline, restart_broken=a.restart_broken)
+        try:
+            with runs_progress([c.out_dir for _, c in cells], disable=a.quiet or not client_bar):
+                run_sweep(grids, engine=a.engine, root=root, shard=a.shard, scale=a.scale, progress=not (a.quiet or client_bar), batch=a.batch,
+                          prefetch=a.prefetch, max_batch=a.max_batch, compile=a.compile, workers=a.workers, scheduler=a.scheduler, gpus=a.gpus,
+                          shared=not a.no_shared_fs, timeline=a.timeline, restart_broken=a.restart_broken, only=a.only)
+        finally:
+            if a.gpu_time: _record_gpu_time(a, grids, root, before, t0)
     finished, failed, broken = sweep_summary(cells)
     print(f'{len(finished)} of {len(cells)} runs finished, {len(failed)} failed ({len(broken)} broken) under {root}', *failed, sep='\n  ')
     if broken: print("broken runs keep their files: --restart-broken moves them into <run>/.broken-<UTC time>/ and trains the run again")

@@ -17,7 +17,7 @@ from markov_laplace.training.config import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 # every TrainConfig field away from its default (tiny: CPU-fast)
-TRAIN = dict(steps=4, batch=3, lr=1e-3, warmup=0.25, final_lr=0.5, schedule='constant', weight_decay=0.01, clip=0.5,
+TRAIN = dict(steps=4, batch=3, lr=1e-3, warmup=0.25, final_lr=0.5, schedule='constant', optimizer='adam', weight_decay=0.0, clip=0.5,
              eval_every=2, eval_size=5, eval_seed=7, seed=3, device='cpu', dtype='float32')
 # the preset and model fields away from the preset's defaults
 MODEL = dict(preset='mamba1', d_model=4, d_state=4, expand=1, d_conv=3, n_layers=2, act='relu', d_skip=True)
@@ -63,7 +63,8 @@ def test_every_field_reaches_config_json_identically_through_every_engine(tmp_pa
 
 
 def test_a_grid_names_its_task_and_sets_that_task_s_fields(tmp_path):
-    fields = dict(task='sparse_linear', d=6, d_cur=5, n_points=9, s=2, hidden=7, depth=2, noise_std=0.5, skew_power=2.0, divisor='signal')
+    fields = dict(task='sparse_linear', d=6, d_cur=5, n_points=9, s=2, hidden=7, depth=2, noise_std=0.5, skew_power=2.0, divisor='signal',
+                  curriculum=0.5, n_cur=7, curve_points=30, curve_prompts=100)
     assert set(fields) == {f.name for f in dataclasses.fields(ICLTaskConfig)}
     assert all(getattr(ICLTaskConfig(), k) != v for k, v in fields.items())
     grid = dict(experiment='icl', base=dict(TRAIN, task=dict(name='regression', task='sparse_linear')),

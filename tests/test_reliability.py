@@ -189,7 +189,7 @@ def test_grids_and_template_are_found_from_any_directory(tmp_path, monkeypatch):
 def test_package_data_is_declared_for_the_wheel(tmp_path):
     "An install holds every subpackage and, beside them, the grids and the template where `data_file` looks (`templates/`)."
     text = (ROOT / 'setup.py').read_text()
-    assert "'grids': ('grids', ['*.yaml'])" in text and "'templates': ('nbs/experiments', ['markov.ipynb'])" in text
+    assert "'grids': ('grids', ['*.yaml'])" in text and "'templates': ('nbs/experiments', ['markov.ipynb', 'regression.ipynb'])" in text
     assert "'reference': ('runs/quick', ['results.csv'])" in text  # `markov-laplace run`'s reference, outside a checkout too
     assert grids.PACKAGE_DATA == {'grids': 'grids', 'nbs/experiments': 'templates', 'runs/quick': 'reference'}
     out = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation', '--no-index', str(ROOT),
@@ -197,6 +197,7 @@ def test_package_data_is_declared_for_the_wheel(tmp_path):
     assert out.returncode == 0, out.stderr
     pkg = tmp_path / 'site' / 'markov_laplace'
     assert (pkg / 'templates' / 'markov.ipynb').is_file() and (pkg / 'grids' / 'quick.yaml').is_file()
+    assert (pkg / 'templates' / 'regression.ipynb').is_file() and (pkg / 'grids' / 'icl_main.yaml').is_file()  # each task's template (engines.TEMPLATES)
     assert (pkg / 'experiments' / 'engines.py').is_file() and not (pkg / 'experiments' / 'markov.ipynb').exists()  # a subpackage, not the data
     probe = ("import markov_laplace.experiments.engines as e, markov_laplace.experiments.grids as g; "
              "print(e.__file__); print(g.data_file('nbs/experiments/markov.ipynb'))")

@@ -17,6 +17,7 @@ from ..tasks.markov.evaluate import markov_final  # noqa: F401 -- registers Mark
 from ..tasks.markov.task import TaskConfig
 from ..tasks.protocol import TASKS, task_of
 from ..tasks.regression.task import REGRESSION  # noqa: F401 -- registers the `regression` task
+from ..tasks.regression.evaluate import regression_final  # noqa: F401 -- registers its final evaluation (the curve)
 from ..training.config import TrainConfig
 
 # %% ../../nbs/experiments/00_config.ipynb #7c38abfb

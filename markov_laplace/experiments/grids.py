@@ -18,7 +18,7 @@ from .store import repo_root
 from .config import from_flat, flat_keys
 
 # %% ../../nbs/experiments/02_grids.ipynb #d54da9ec
-GRID_KEYS = ('experiment', 'base', 'axes', 'scales', 'cells') # the top level of a grid file
+GRID_KEYS = ('experiment', 'base', 'axes', 'scales', 'cells', 'folder') # the top level of a grid file; folder (optional): a plain name, the runs go to <root>/<folder>/[<scale>/]<experiment>/
 
 RUN_KEYS = [k for k in flat_keys() if k != 'out_dir'] # what base, axes, scales and cells may set: `config.flat_keys`
 
@@ -55,9 +55,14 @@ def grid_problems(grid, # a grid dict
     out = [f'{source}: unknown key {k!r}; allowed: {", ".join(GRID_KEYS)}' for k in grid if k not in GRID_KEYS]
     if not _is_name(grid.get('experiment')):
         out.append(f"{source}: `experiment` must be a plain name ([A-Za-z0-9_.-]+, not . or ..), the folder under the runs root; got {grid.get('experiment')!r}")
+    if 'folder' in grid and not _is_name(grid['folder']):
+        out.append(f"{source}: `folder` must be a plain name ([A-Za-z0-9_.-]+, not . or ..), a folder under the runs root; got {grid['folder']!r}")
     def fields(where, d):
         if not isinstance(d, dict): out.append(f'{source}: `{where}` must be a mapping of run fields; got {d!r}'); return
         out.extend(f'{source}: unknown key {where}.{k}; allowed: {", ".join(RUN_KEYS)}' for k in d if k not in RUN_KEYS)
+    def check_cells(where, cells):
+        if not isinstance(cells, list): out.append(f'{source}: `{where}` must be a list of mappings; got {cells!r}'); return
+        for i, c in enumerate(cells): fields(f'{where}[{i}]', c)
     fields('base', grid.get('base', {})); fields('axes', grid.get('axes', {}))
     for k, v in (grid.get('axes') or {}).items() if isinstance(grid.get('axes', {}), dict) else ():
         if not (isinstance(v, list) and v): out.append(f'{source}: `axes.{k}` must be a non-empty list of values; got {v!r}')
@@ -65,11 +70,9 @@ def grid_problems(grid, # a grid dict
     if not isinstance(scales, dict): out.append(f'{source}: `scales` must be a mapping of scale names to run fields; got {scales!r}'); scales = {}
     for name, s in scales.items():
         if not _is_name(name): out.append(f'{source}: scale name {name!r} must be a plain name ([A-Za-z0-9_.-]+)')
-        fields(f'scales.{name}', s)
-    cells = grid.get('cells', [])
-    if not isinstance(cells, list): out.append(f'{source}: `cells` must be a list of mappings; got {cells!r}')
-    else:
-        for i, c in enumerate(cells): fields(f'cells[{i}]', c)
+        fields(f'scales.{name}', {k: v for k, v in s.items() if k != 'cells'} if isinstance(s, dict) else s)
+        if isinstance(s, dict) and 'cells' in s: check_cells(f'scales.{name}.cells', s['cells'])
+    check_cells('cells', grid.get('cells', []))
     if scale is not None and scale not in scales:
         out.append(f'{source}: --scale {scale!r}: the grid\'s scales are {", ".join(scales)}' if scales else
                    f'{source}: --scale {scale!r}: the grid has no `scales`; run it without --scale')
@@ -91,24 +94,25 @@ def run_name(cell, axes):
 # %% ../../nbs/experiments/02_grids.ipynb #82042ab4
 def grid_params(grid, # the grid dict
                root='runs', # run directories go to root/<experiment>/<name>
-               scale=None, # a key of grid['scales']: its values override base, lists replace axes; runs go to root/scale/
+               scale=None, # a key of grid['scales']: its values override base, lists replace axes, its `cells` replace the cells; runs go to root/scale/
               ): # flat dicts of grid keys, each with its out_dir
     "The cells of a grid as flat keys: the cartesian product of its axes (then its explicit cells) over its base."
     problems = grid_problems(grid, 'grid', scale)
     if problems: raise ValueError('\n'.join(problems))
     exp = grid['experiment']
-    base, axes = dict(grid.get('base', {})), dict(grid.get('axes', {}))
+    base, axes, extra = dict(grid.get('base', {})), dict(grid.get('axes', {})), list(grid.get('cells', []))
     if scale is not None:
         for k, v in grid['scales'][scale].items():
-            if k in axes: axes[k] = v if isinstance(v, list) else [v]
+            if k == 'cells': extra = list(v)  # a scale's own cells (e.g. other models at the cpu scale)
+            elif k in axes: axes[k] = v if isinstance(v, list) else [v]
             else: base[k] = v
-    cells = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else [] if grid.get('cells') else [{}]
-    cells += grid.get('cells', [])
-    keys = list(dict.fromkeys(list(axes) + [k for c in grid.get('cells', []) for k in c]))
+    cells = [dict(zip(axes, values)) for values in itertools.product(*axes.values())] if axes else [] if extra else [{}]
+    cells += extra
+    keys = list(dict.fromkeys(list(axes) + [k for c in extra for k in c]))
     out = []
     for c in cells:
         p = {**base, **c}
-        p['out_dir'] = str(Path(root) / (scale or '') / exp / run_name({k: p.get(k) for k in keys}, keys))
+        p['out_dir'] = str(Path(root) / grid.get('folder', '') / (scale or '') / exp / run_name({k: p.get(k) for k in keys}, keys))
         out.append(p)
     names = [p['out_dir'] for p in out]
     if len(set(names)) != len(names): _fail('grid', 'cells with distinct varying values', 'duplicate run names')

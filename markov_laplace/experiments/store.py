@@ -6,7 +6,7 @@
 __all__ = ['RUNS_ENV', 'CONFIG_FIELDS', 'HOW_FIELDS', 'HISTORY_FIELDS', 'SUMMARY_FIELDS', 'LOCK', 'LOCK_BEAT_S', 'LOCK_STALE_S',
            'repo_root', 'environment', 'runs_root', 'same_run', 'check_run_dir', 'metric_names', 'write_results',
            'read_summary', 'check_run', 'run_state', 'set_aside', 'lock_holder', 'RunLocks', 'collect', 'histories',
-           'load_model', 'run_task']
+           'load_model', 'run_task', 'steps_reached', 'record_gpu_time']
 
 # %% ../../nbs/experiments/01_store.ipynb #9853537f
 import json
@@ -26,7 +26,7 @@ import torch
 
 from .config import DEFAULT_TASK, run_task as task_of_config
 from ..models.registry import from_config
-from ..storage import CorruptFileError, load_torch, read_json, save_torch, write_csv, write_json
+from ..storage import CorruptFileError, load_torch, read_json, save_torch, write_csv, write_json, write_text
 
 # %% ../../nbs/experiments/01_store.ipynb #ad6a5862
 def repo_root(start='.'):
@@ -82,10 +82,12 @@ def metric_names(hist # a training history (one row per evaluation)
 # %% ../../nbs/experiments/01_store.ipynb #4935f883
 def write_results(out, # the run directory
                   model, hist, wall_s, device, # the trained model, its history, the training time and where it ran
-                  **extra, # more summary fields: the final evaluation (`runs.final_evaluation`), batch-mates
+                  **extra, # more summary fields: the final evaluation (`runs.final_evaluation`), batch-mates; a DataFrame is a table, written as <name>.csv
                  ): # the summary dict
-    "history.csv, model.pt and summary.json (the last evaluation's metrics, the minima of the distances, environment, `extra`) of a finished run."
+    "history.csv, model.pt, the tables of `extra` and summary.json (the last evaluation's metrics, the minima of the distances, environment, `extra`) of a finished run."
     out = Path(out)
+    tables = {k: extra.pop(k) for k in [k for k, v in extra.items() if isinstance(v, pd.DataFrame)]}
+    for name, table in tables.items(): write_csv(out / f'{name}.csv', table)  # before summary.json: a finished run has them all
     write_csv(out / 'history.csv', hist)
     save_torch(out / 'model.pt', {k: v.cpu() for k, v in model.state_dict().items()})
     last = hist.iloc[-1]
@@ -272,3 +274,35 @@ def run_task(run_dir # a run directory with its config.json
             ): # its task's config (TaskConfig: Markov)
     "The task's config of a run directory (`config.run_task`)."
     return task_of_config(read_json(Path(run_dir) / 'config.json', required=('task',)))
+
+# %% ../../nbs/experiments/01_store.ipynb #cdc10301
+def steps_reached(out, # a run directory
+                 ): # the steps a run has trained: its summary's, else its (group's) checkpoint's, else None
+    "How far a run has trained: finished, from its summary; interrupted, from the checkpoint it resumes from."
+    out = Path(out)
+    if (out / 'summary.json').exists(): return int(read_summary(out)['steps'])
+    for d in [out] + [p.parent for p in out.parent.glob('*/ckpt-group.json') if out.name in {Path(r).name for r in read_json(p).get('runs', [])}]:
+        for name in ('ckpt.pt', 'ckpt-group.pt'):
+            if (d / name).exists():
+                try: return int(torch.load(d / name, map_location='cpu', weights_only=True, mmap=True)['trainer']['n_steps'])
+                except Exception: return None  # torn or foreign: the sweep reports it
+    return None
+
+def record_gpu_time(path, # the JSON file (runs/gpu_time.json), merged
+                    key, # the grid's key: its name, with the scale
+                    run_dirs, # the grid's run directories
+                    wall_s, # this call's wall time spent on the grid
+                    device, # where it ran
+                    note=None, # how it ran
+                   ): # the grid's entry
+    "Append one sweep call to a grid's entry under 'grids' and refresh its runs' steps reached and totals."
+    path = Path(path)
+    data = read_json(path) if path.exists() else {}
+    g = data.setdefault('grids', {}).setdefault(key, {'calls': []})
+    g['calls'].append(dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), wall_s=round(float(wall_s), 1), device=device,
+                           **({'note': note} if note else {})))
+    steps = {Path(d).name: steps_reached(d) for d in run_dirs}
+    g.update(wall_s=round(sum(c['wall_s'] for c in g['calls']), 1), runs=len(steps),
+             finished=sum((Path(d) / 'summary.json').exists() for d in run_dirs), steps=steps)
+    write_text(path, json.dumps(data, indent=1) + '\n')  # in the file's own key order (write_json sorts)
+    return g

@@ -7,7 +7,7 @@ __all__ = ['TASKS', 'EVAL_SEED', 'FINAL_EVALUATIONS', 'Task', 'register_task', '
 
 # %% ../../nbs/tasks/00_protocol.ipynb #dfc0ead0
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -25,6 +25,14 @@ class Task:
     loss: Callable # (output, batch) -> scalar training loss, no value checks (it runs under vmap)
     metrics: Callable # (outputs, eval_set) -> dict of floats with at least 'loss'; one output per evaluation batch
     model_io: Callable # config -> dict: what the model reads and writes
+    at_step: Optional[Callable] = None # (config, step, steps) -> the config of training step `step` of `steps` (same tensor shapes); None: the config itself
+
+    def step_config(self, config, # the run's config
+                    step, # the training step, from 0
+                    steps, # the run's length
+                   ): # the config a batch of that step is drawn from
+        "The config of training step `step`: `at_step`'s, or the run's own."
+        return config if self.at_step is None else self.at_step(config, step, steps)
 
 TASKS = {} # name -> Task
 
@@ -71,4 +79,4 @@ class Evaluator:
 
 # %% ../../nbs/tasks/00_protocol.ipynb #70acc9ff
 EVAL_SEED = 20261129 # the final evaluation set's seed: another set than any run's training-time evaluation (eval_seed 12345)
-FINAL_EVALUATIONS = {} # a task's name -> its final evaluation (model, config, n, device) -> final_* fields
+FINAL_EVALUATIONS = {} # a task's name -> its final evaluation (model, config, n, device) -> final_* fields (DataFrames: tables written as <name>.csv)

@@ -9,6 +9,7 @@ __all__ = ['run_loss', 'grad_and_value_autograd', 'one_run', 'step_gradients', '
 
 # %% ../../nbs/training/01_step.ipynb #b425d65b
 import dataclasses
+import itertools
 
 import torch
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
@@ -17,7 +18,7 @@ from torch.utils._pytree import tree_map
 from ..base import _fail, patch
 from ..storage import CorruptFileError, load_torch, save_torch
 from ..tasks.protocol import Evaluator, task_of
-from .config import _autocast, adamw, decay_names, lr_at
+from .config import _autocast, decay_names, lr_at, optimizer
 
 # %% ../../nbs/training/01_step.ipynb #1b41fb71
 def _clip_per_run(grads, max_norm):
@@ -125,7 +126,7 @@ class BatchedTrainer:
         self.prefetch, self.graph, self.compiled, self.eval_runs = trainer_options(self.device, prefetch, graph, compile, eval_runs)
         self.models, self.params, self.buffers = stack_runs(models, self.device)
         self.base = self.models[0]
-        self.opt = adamw(self.params, decay_names(self.base), cfg, capturable=self.graph)  # one AdamW over stacked tensors = R independent ones
+        self.opt = optimizer(self.params, decay_names(self.base), cfg, capturable=self.graph)  # one AdamW (or Adam) over stacked tensors = R independent ones
         self.lr = torch.tensor(cfg.lr, device=self.device)  # the learning rate a CUDA graph's replay reads
         if self.graph:
             for group in self.opt.param_groups: group['lr'] = self.lr
@@ -139,8 +140,12 @@ class BatchedTrainer:
 # %% ../../nbs/training/01_step.ipynb #ce8432e5
 @patch
 def _draw(self: BatchedTrainer): # the next `prefetch` steps of data: a list of batches, each a tuple of (R, B, ...) tensors
-    B, K = self.cfg.batch, self.prefetch
-    per_run = [self.spec.train_batch(t, K * B, g, self.device) for t, g in zip(self.tasks, self.gens)]
+    B, K, first = self.cfg.batch, self.prefetch, self.n_steps + len(self._queue)
+    def draws(task, g): # K * B examples of one run, each step's from its step's config; consecutive steps of one config in one call
+        configs = [self.spec.step_config(task, first + k, self.cfg.steps) for k in range(K)]
+        parts = [self.spec.train_batch(c, len(list(same)) * B, g, self.device) for c, same in itertools.groupby(configs)]
+        return parts[0] if len(parts) == 1 else tuple(torch.cat(ts) for ts in zip(*parts))
+    per_run = [draws(t, g) for t, g in zip(self.tasks, self.gens)]
     parts = [torch.stack([b[i].view(K, B, *b[i].shape[1:]) for b in per_run], 1) for i in range(len(per_run[0]))]
     return [tuple(p[k] for p in parts) for k in range(K)]
 

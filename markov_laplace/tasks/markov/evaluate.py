@@ -83,6 +83,7 @@ def markov_final(model, # a trained Markov model
                  task, # its TaskConfig
                  n, # sequences
                  device, # where the model runs
+                 method=None, # the run's model (the engines pass its preset); Markov's fields do not name it
                 ): # the final_* fields of its summary
     "A Markov run's final evaluation: `n` sequences seeded EVAL_SEED, every metric with its interval."
     return final_fields(summarise(sequence_metrics(model, eval_batches(task, n, EVAL_SEED), device)), EVAL_SEED)

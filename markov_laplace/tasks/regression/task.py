@@ -9,13 +9,15 @@ __all__ = ['REGRESSION']
 import torch
 
 from ..protocol import Task, register_task
-from .functions import ICLTaskConfig, layout, read_x_positions, sample_prompts
+from .functions import ICLTaskConfig, curriculum_config, layout, read_x_positions, sample_prompts
 from .optimal import least_squares
 
 # %% ../../../nbs/tasks/regression/02_task.ipynb #98efdab0
 def _regression_train_batch(config, n, generator, device):
     xs, ys = sample_prompts(config, n, generator, device)
-    return layout(xs, ys), ys
+    n_cur = config.n_points if config.n_cur is None else config.n_cur
+    weights = (torch.arange(config.n_points, device=device) < n_cur).float().expand(n, -1).contiguous()  # (B, n): the points in the loss
+    return layout(xs, ys), ys, weights
 
 def _regression_eval_set(config, n, seed, batch=256):
     g, out = torch.Generator().manual_seed(seed), []  # on the CPU: the same set on every device
@@ -24,7 +26,9 @@ def _regression_eval_set(config, n, seed, batch=256):
         out.append((layout(xs, ys), ys, least_squares(xs, ys)))
     return out
 
-def _regression_loss(out, batch): return (read_x_positions(out.float()) - batch[1]).square().mean()
+def _regression_loss(out, batch): # the mean squared error over the weighted points (batch: tokens, ys, weights)
+    w = batch[2]
+    return ((read_x_positions(out.float()) - batch[1]).square() * w).sum() / w.sum()
 
 def _regression_metrics(outputs, batches): # one (B, 2n[, 1]) output per evaluation batch -> dict
     def mean(err): return sum(e.double().sum().item() for e in err) / sum(b[1].numel() for b in batches)
@@ -34,4 +38,4 @@ def _regression_metrics(outputs, batches): # one (B, 2n[, 1]) output per evaluat
 
 REGRESSION = register_task(Task('regression', ICLTaskConfig, _regression_train_batch, _regression_eval_set, inputs=lambda b: b[0],
                                 loss=_regression_loss, metrics=_regression_metrics,
-                                model_io=lambda c: dict(d_in=c.d, d_out=1, length=2 * c.n_points)))
+                                model_io=lambda c: dict(d_in=c.d, d_out=1, length=2 * c.n_points), at_step=curriculum_config))
