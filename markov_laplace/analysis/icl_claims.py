@@ -7,7 +7,7 @@ __all__ = ['GRAZZI_PRECISION', 'PAPER_ICL', 'RUN_FIELDS', 'reading_precision', '
            'at_scale', 'not_tested', 'number_claim', 'curve_summary', 'close_claim', 'worse_claim', 'fails_claim',
            'depth_trend', 'falls_claim', 'scale_statement']
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #d303f600
+# %% ../../nbs/analysis/05_icl_claims.ipynb #b4f76d3e
 import math
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +19,7 @@ from .claims import claim
 from .icl_evaluate import icl_runs
 from ..experiments.store import repo_root
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #a2fb5213
+# %% ../../nbs/analysis/05_icl_claims.ipynb #681b56f7
 def reading_precision(printed # a number as the paper prints it, e.g. '0.0278'
                      ): # half a unit of its last digit
     "The precision with which a printed number can be read: half a unit in its last place."
@@ -46,14 +46,14 @@ PAPER_ICL = pd.DataFrame([ # source, family, task the model was trained on, what
 PAPER_ICL['paper'] = PAPER_ICL.printed.astype(float)
 PAPER_ICL['tol'] = [reading_precision(p) if s == 'Garg' else GRAZZI_PRECISION(float(p)) for s, p in zip(PAPER_ICL.source, PAPER_ICL.printed)]
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #81cd6c68
+# %% ../../nbs/analysis/05_icl_claims.ipynb #727b6837
 def icl_root(root=None): return Path(root) if root is not None else repo_root() / 'runs' / 'icl' # where the ICL runs are
 
 def size_of(preset): # '' (standard), '-small' or '-tiny'
     "The size suffix of an ICL preset."
     return next((s for s in ('-small', '-tiny') if str(preset).endswith(s)), '')
 
-RUN_FIELDS = ['experiment', 'run', 'preset', 'family', 'size', 'trained', 'd', 'steps', 'seed']
+RUN_FIELDS = ['experiment', 'run', 'preset', 'family', 'size', 'trained', 'd', 'n_points', 'steps', 'seed'] # n_points: the training length
 
 def run_csv(runs, # `icl_runs(...)`
             name, # 'curve', 'ood', 'cross', 'excess' or 'probe'
@@ -67,7 +67,7 @@ def run_csv(runs, # `icl_runs(...)`
             frames.append(df.assign(**{k: getattr(r, k) if k not in ('size', 'trained') else (size_of(r.preset) if k == 'size' else r.task) for k in RUN_FIELDS}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RUN_FIELDS)
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #b7d1ae9e
+# %% ../../nbs/analysis/05_icl_claims.ipynb #b9d7f404
 def scale_gap(rows, # rows of a run CSV for one claim (RUN_FIELDS and k)
               k=None, # the k the claim needs
               min_steps=0, # the fewest training steps that count
@@ -87,7 +87,7 @@ def at_scale(rows, min_steps=0, paper_scale=True): # the rows a claim is tested 
     if paper_scale: keep &= (rows.d == 20) & (rows['size'] == '')
     return rows[keep]
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #c12a30f8
+# %% ../../nbs/analysis/05_icl_claims.ipynb #ff03de32
 def not_tested(text, paper, why): # one row of a claims table
     "A claim the runs at hand cannot test, and why."
     return dict(claim=text, paper=paper, ours=None, interval='', per_seed='', status='not tested at this scale', note=why)
@@ -109,7 +109,7 @@ def number_claim(text, # the claim, in words
                 evidence=f"{len(at)} run{'s' if len(at) > 1 else ''}: {', '.join(sorted(set(at.preset)))}, {int(at.steps.min())}–{int(at.steps.max())} steps")
     return row
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #e7906efe
+# %% ../../nbs/analysis/05_icl_claims.ipynb #de4cba7d
 def curve_summary(rows, # one family's CSV rows (every seed)
                   ks, # the k to average over
                  ): # dict: mean, half (mean band half-width), seeds
@@ -147,10 +147,10 @@ def worse_claim(text, rows, worse, others, ks, min_steps=0): # one claims-table 
     holds = all(s[worse]['mean'] - s[worse]['half'] > s[o]['mean'] + s[o]['half'] for o in others)
     return claim(text, None, holds=holds, evidence=f"{note}; mean over k = {min(ks)}..{max(ks)}: " + ', '.join(f"{f} {v['mean']:.3f} ±{v['half']:.3f}" for f, v in s.items()))
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #c8317b0c
+# %% ../../nbs/analysis/05_icl_claims.ipynb #c0b12f3b
 def fails_claim(text, rows, family, k_from=15, min_steps=0): # one claims-table row
     "A family's mean error over k >= k_from is at least 1 (the zero predictor's)."
-    r = rows[(rows.family == family) & (rows.steps >= min_steps)]
+    r = rows[(rows.family == family) & (rows.steps >= min_steps)] if len(rows) else rows
     if not len(r): return not_tested(text, None, f'no {family} run' + (f' with >= {min_steps} steps' if min_steps else ''))
     ks = sorted(k for k in set(r.k) if k >= k_from)
     if not ks: return not_tested(text, None, f'no k >= {k_from} in the curve')
@@ -169,13 +169,13 @@ def depth_trend(rows # probe rows of one model (depth, error)
 
 def falls_claim(text, rows, family, rho_max=-0.8, r2_min=0.8, min_steps=0): # one claims-table row
     "The probe's log error falls with depth, roughly linearly, for every run of `family` (probe rows of the model)."
-    r = rows[(rows.family == family) & (rows.method == rows.preset) & (rows.steps >= min_steps)]
+    r = rows[(rows.family == family) & (rows.method == rows.preset) & (rows.steps >= min_steps)] if len(rows) else rows
     if not len(r): return not_tested(text, None, f'no {family} probe' + (f' with >= {min_steps} steps' if min_steps else ''))
     t = {run: depth_trend(g) for run, g in r.groupby('run')}
     holds = all(v['rho'] <= rho_max and v['r2'] >= r2_min for v in t.values())
     return claim(text, None, holds=holds, evidence='; '.join(f"{run}: ρ {v['rho']:.2f}, slope {v['slope']:.2f} per unit depth, R² {v['r2']:.2f}" for run, v in t.items()))
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #859f4460
+# %% ../../nbs/analysis/05_icl_claims.ipynb #d695520b
 def scale_statement(runs # `icl_runs(...)`
                    ): # one sentence
     "What runs a figure is drawn from: how many, which presets, d, steps and seeds, read from their configs."
