@@ -63,3 +63,18 @@ def test_icl_evaluate_tool_writes_every_csv(tmp_path, capsys):
 def test_icl_evaluate_tool_refuses_a_missing_root(tmp_path):
     with pytest.raises(SystemExit):
         tool.main([str(tmp_path / 'nowhere')])
+
+
+@pytest.mark.gpu
+def test_evaluations_on_cuda_match_the_cpu():
+    "The model on the GPU, the prompts drawn on the CPU: the same curves and probes within tf32 tolerance."
+    from markov_laplace.models.registry import build
+    from markov_laplace.tasks.regression.task import REGRESSION
+    cfg = ICLTaskConfig(task='linear', d=3, d_cur=3, n_points=9)
+    for preset in ('icl-transformer-tiny', 'icl-mamba1-tiny', 'icl-s4d-tiny'):
+        m = build(preset, REGRESSION.model_io(cfg), seed=0).eval()
+        cpu_probe, cpu_ood = probe_table(m, preset, cfg, n_prompts=32, gd_steps=0), ood_curves(m, preset, cfg, 32, settings=[('skewed', None)])
+        m.cuda()
+        gpu_probe, gpu_ood = probe_table(m, preset, cfg, n_prompts=32, gd_steps=0), ood_curves(m, preset, cfg, 32, settings=[('skewed', None)])
+        pd.testing.assert_frame_equal(cpu_probe, gpu_probe, check_exact=False, rtol=3e-3, atol=1e-5)
+        pd.testing.assert_frame_equal(cpu_ood, gpu_ood, check_exact=False, rtol=3e-3, atol=1e-5)

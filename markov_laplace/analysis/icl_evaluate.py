@@ -8,7 +8,7 @@ __all__ = ['OOD_SETTINGS', 'OOD_COLUMNS', 'CROSS_COLUMNS', 'PROBE_CONTEXT', 'PRO
            'task_curve', 'excess_over_optimum', 'probe_sequences', 'affine_fit', 'probe_errors', 'gd_iterates',
            'probe_table', 'run_evaluations', 'evaluate_run']
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #68cbfb11
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #24ce248f
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +26,7 @@ from ..tasks.regression.functions import (ICLTaskConfig, OOD_KINDS, error_curve,
                                           sample_ood_prompts, sample_prompts, squared_error, zero_error_divisor)
 from ..tasks.regression.optimal import least_squares, optimal_predictor
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #f362da2b
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #96cd0418
 def read_run(run_dir, # a run directory runs/icl/<experiment>/<run>/
             ): # dict: experiment, run, preset, family, task, d, n_points, steps, seed, path, weights (bool), config, summary
     "One regression run's facts, read from its config.json (and summary.json when there is one): what every ICL figure needs."
@@ -35,7 +35,9 @@ def read_run(run_dir, # a run directory runs/icl/<experiment>/<run>/
     task, train = cfg.get('task') or {}, cfg.get('train') or {}
     summary = read_json(run_dir / 'summary.json') if (run_dir / 'summary.json').exists() else {}
     preset = cfg.get('preset') or (cfg.get('model') or {}).get('preset')
-    return dict(experiment=run_dir.parent.name, run=run_dir.name, preset=preset, family=family_label(preset), task=task.get('task'),
+    mixer = (cfg.get('model') or {}).get('mixer')
+    family = 'Mamba-2' if mixer == 'mamba2' else family_label(preset)  # Mamba-2 runs are icl-mamba1 with mixer = mamba2 (grids/icl_mamba2.yaml)
+    return dict(experiment=run_dir.parent.name, run=run_dir.name, preset=preset, family=family, task=task.get('task'),
                 d=task.get('d'), n_points=task.get('n_points'), steps=int(summary.get('steps', train.get('steps', 0)) or 0),
                 seed=train.get('seed'), path=run_dir, weights=(run_dir / 'model.pt').exists(), config=cfg, summary=summary)
 
@@ -46,19 +48,19 @@ def family_label(preset): # a preset name -> the family as the papers name it
         if p.startswith(prefix): return name
     return p
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #32ab0e9e
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #69185700
 def icl_runs(root, # the ICL runs root (runs/icl): runs at any depth below it, e.g. <scale>/<experiment>/<run>/
-             experiment=None, # only runs whose parent folder has this name; None: every run
+             experiment=None, # only runs whose parent folder has this name (or one of these names); None: every run
             ): # DataFrame, one row per run directory with a config.json (the `read_run` fields, and `scale`)
     "Every regression run under `root`, read by `read_run`, with `scale`: the folder above its experiment ('' when none)."
     root = Path(root)
     dirs = sorted(p.parent for p in root.rglob('config.json')
-                  if not any(part.startswith('.') for part in p.relative_to(root).parts) and (experiment is None or p.parent.parent.name == experiment))
+                  if not any(part.startswith('.') for part in p.relative_to(root).parts) and (experiment is None or p.parent.parent.name in ([experiment] if isinstance(experiment, str) else experiment)))
     cols = ['scale', 'experiment', 'run', 'preset', 'family', 'task', 'd', 'n_points', 'steps', 'seed', 'path', 'weights', 'config', 'summary']
     rows = [dict(read_run(d), scale=d.parent.parent.name if d.parent.parent != root and d.parent != root else '') for d in dirs]
     return pd.DataFrame(rows, columns=cols)
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #ec5c28d0
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #b02853f7
 def model_predict(model, # a SequenceModel with vector ends (d_in = d, d_out = 1)
                   xs, # (B, n, d) inputs
                   ys, # (B, n) targets (the model sees y_0..y_{k-1} before predicting y_k)
@@ -76,7 +78,7 @@ def model_predictor(model, batch=256): # -> f(xs, ys) -> (B, n)
     "`model_predict` as a predictor of `(xs, ys)`."
     return lambda xs, ys: model_predict(model, xs, ys, batch)
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #6e295b12
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #40179498
 OOD_SETTINGS = [(k, None) for k in OOD_KINDS if k not in ('scale_x', 'scale_y', 'noisy_y')] + \
     [(k, s) for k in ('scale_x', 'scale_y') for s in (1 / 3, 1 / 2, 2.0, 3.0)] + [('noisy_y', 1.0)] # (kind, scale) of Garg et al.'s Fig 4 / App.
 OOD_COLUMNS = ['task', 'method', 'kind', 'scale'] + BASELINE_COLUMNS[2:] # ood.csv
@@ -105,7 +107,7 @@ def ood_curves(model, # a model trained on the linear task
             rows.append(c.assign(kind=kind, scale=np.nan if scale is None else float(scale)))
     return pd.concat(rows, ignore_index=True)[OOD_COLUMNS]
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #fa29dc1e
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #f503c5d4
 CROSS_COLUMNS = ['trained_on'] + BASELINE_COLUMNS # cross.csv: a model's curve on a task's prompts
 
 def task_curve(model, # a trained model
@@ -123,7 +125,7 @@ def task_curve(model, # a trained model
                      list(range(config.n_points)), torch.Generator().manual_seed(seed + 2))
     return c.assign(trained_on=trained_on)[CROSS_COLUMNS]
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #4503d35a
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #616286e0
 def excess_over_optimum(model, # a model trained on a task with an optimal predictor (OPTIMAL_NAMES)
                         method, # its name in the rows
                         config, # ICLTaskConfig of the prompts
@@ -141,7 +143,7 @@ def excess_over_optimum(model, # a model trained on a task with an optimal predi
     return pd.DataFrame(dict(task=config.task, method=method, reference=OPTIMAL_NAMES[config.task], k=range(config.n_points), n_prompts=n_prompts,
                              diff=dif.mean(0).numpy(), se=(dif.std(0) / math.sqrt(n_prompts)).numpy()))[PAIRED_COLUMNS]
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #9367c5bb
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #a1926b01
 PROBE_CONTEXT, PROBE_TEST, PROBE_FIT = 40, 30, (30, 40) # examples, test points, the context points [30, 40) of the fit
 
 def probe_sequences(xs, # (B, PROBE_CONTEXT + PROBE_TEST, d) inputs: the examples, then the test points
@@ -154,7 +156,7 @@ def probe_sequences(xs, # (B, PROBE_CONTEXT + PROBE_TEST, d) inputs: the example
     seq = torch.cat([ctx[:, None].expand(-1, PROBE_TEST, -1, -1), xs[:, PROBE_CONTEXT:, None]], 2)  # (B, 30, 81, d)
     return seq.flatten(0, 1)
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #3492b8cf
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #f97fb892
 def affine_fit(out, # (..., m) a depth's outputs at the fit points
                y, # (..., m) their targets
               ): # a, b (...,): least squares of y on (out, 1); a = 0 where out is constant
@@ -170,7 +172,7 @@ def _affine_fit_ref(out, y):
     ab = np.stack([np.linalg.lstsq(np.stack([r, np.ones_like(r)], 1), s, rcond=None)[0] for r, s in zip(o, t)])
     return torch.from_numpy(ab[:, 0]).reshape(out.shape[:-1]), torch.from_numpy(ab[:, 1]).reshape(out.shape[:-1])
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #35af446a
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #a22fb0a9
 def probe_errors(model, # a model with `hidden_states` and `read_hidden`
                  xs, # (B, 70, d) inputs: 40 examples, 30 test points
                  ys, # (B, 70) targets
@@ -192,7 +194,7 @@ def probe_errors(model, # a model with `hidden_states` and `read_hidden`
             out.append((pred - y[None, :, PROBE_CONTEXT:]).square().mean(-1))
     return torch.cat(out, 1)
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #001a8770
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #9622245c
 def _probe_errors_ref(model, xs, ys):
     "Reference twin: one prompt and one test point at a time, numpy's lstsq for the fit."
     model.eval(); L = len(model.hidden_states(layout(xs[:1, :2], ys[:1, :2]))) - 1
@@ -208,7 +210,7 @@ def _probe_errors_ref(model, xs, ys):
                     err[l, b] += (a[0] * model.read_hidden(h)[0, -1].double() + c[0] - ys[b, PROBE_CONTEXT + j].double()) ** 2 / PROBE_TEST
     return err
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #72ea6c5d
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #04a6f34e
 def gd_iterates(xs, # (B, 70, d) inputs: 40 examples, 30 test points
                 ys, # (B, 70) targets
                 steps=24, # T, iterations
@@ -233,7 +235,7 @@ def gd_iterates(xs, # (B, 70, d) inputs: 40 examples, 30 test points
         w = w - eta[:, None] * p * grad
     return torch.stack(errs)
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #5c6d9eae
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #68fad2ba
 PROBE_COLUMNS = ['task', 'method', 'layer', 'n_layers', 'depth', 'error', 'lo', 'hi'] # probe.csv: error = mean over prompts of the probe's MSE / E y²
 
 def probe_table(model, # a trained model (`hidden_states`, `read_hidden`)
@@ -260,7 +262,7 @@ def probe_table(model, # a trained model (`hidden_states`, `read_hidden`)
         for name, pre in (('gd', 'none'), ('preconditioned_gd', 'jacobi')): add(name, gd_iterates(xs, ys, steps, pre))
     return pd.concat(rows, ignore_index=True)[PROBE_COLUMNS]
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #fb58f23e
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #d3d2fe40
 from ..storage import write_csv
 
 EVALUATIONS = ('ood', 'cross', 'excess', 'probe') # the CSVs `evaluate_run` can write, each <name>.csv in the run directory
