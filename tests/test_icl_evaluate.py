@@ -41,7 +41,7 @@ def test_icl_evaluate_tool_writes_every_csv(tmp_path, capsys):
     _, _, relu_dir = _run(tmp_path, 'relu_s4', 'relu_net', 'icl-s4d-tiny')
     runs = icl_runs(tmp_path)
     assert sorted(runs.run) == ['linear_tf', 'relu_s4'] and runs.weights.all() and set(runs.steps) == {20}
-    assert tool.main([str(tmp_path), '--prompts', '16', '--device', 'cpu']) == 0
+    assert tool.main([str(tmp_path), '--prompts', '16', '--probe-prompts', '8', '--device', 'cpu']) == 0
     assert sorted(p.name for p in lin_dir.glob('*.csv')) == ['cross.csv', 'excess.csv', 'ood.csv', 'probe.csv']
     assert sorted(p.name for p in relu_dir.glob('*.csv')) == ['cross.csv', 'probe.csv']
     for f, cols in (('ood', OOD_COLUMNS), ('probe', PROBE_COLUMNS), ('cross', CROSS_COLUMNS), ('excess', PAIRED_COLUMNS)):
@@ -54,7 +54,7 @@ def test_icl_evaluate_tool_writes_every_csv(tmp_path, capsys):
     probe = pd.read_csv(lin_dir / 'probe.csv')
     assert sorted(probe.method.unique()) == ['gd', 'icl-transformer-tiny', 'preconditioned_gd']
     assert sorted(probe[probe.method == 'icl-transformer-tiny'].layer) == [0, 1, 2, 3]  # 3 layers: h_0..h_3
-    pd.testing.assert_frame_equal(probe, probe_table(lin, 'icl-transformer-tiny', cfg, n_prompts=16), check_exact=False, rtol=1e-5, atol=1e-7)
+    pd.testing.assert_frame_equal(probe, probe_table(lin, 'icl-transformer-tiny', cfg, n_prompts=8), check_exact=False, rtol=1e-5, atol=1e-7)
     capsys.readouterr()
     assert tool.main([str(tmp_path), '--prompts', '16', '--device', 'cpu']) == 0  # everything newer than model.pt: kept
     assert capsys.readouterr().out.count('done before') == 2

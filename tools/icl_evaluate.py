@@ -7,7 +7,7 @@ optimum) and `probe.csv` (every run: Grazzi et al.'s probe per depth, with GD it
 functions are `markov_laplace.analysis.icl_evaluate`; the figure notebooks in `nbs/paper_icl/` read these files.
 
     python tools/icl_evaluate.py runs/icl --device cuda            # every run, every evaluation
-    python tools/icl_evaluate.py runs/icl --experiment main --only probe --prompts 256
+    python tools/icl_evaluate.py runs/icl/cpu --experiment icl_main --probe-prompts 32   # the CPU scale
 """
 import argparse
 import sys
@@ -26,13 +26,15 @@ def main(argv=None):
     ap.add_argument('--experiment', default=None, help='one experiment under root (default: every one)')
     ap.add_argument('--only', nargs='+', default=None, choices=EVALUATIONS, help='these evaluations only (default: every one that applies)')
     ap.add_argument('--prompts', type=int, default=1280, help='prompts per evaluation (default 1280, the papers\')')
+    ap.add_argument('--probe-prompts', type=int, default=None, help='prompts of the probe, 30 sequences of 81 tokens each (default: --prompts); '
+                    'a tiny Mamba-1 on the CPU takes about 2 s per prompt')
     ap.add_argument('--seed', type=int, default=0, help='seed of the prompts (drawn on the CPU; 0: the prompts of baselines.csv)')
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help='where the models run')
     ap.add_argument('--batch', type=int, default=256, help='prompts per forward pass')
     ap.add_argument('--redo', action='store_true', help='recompute CSVs that exist already (default: keep those newer than model.pt)')
     args = ap.parse_args(argv)
     if not Path(args.root).is_dir(): ap.error(f'root {args.root!r} is not a folder')
-    if args.prompts < 1: ap.error('--prompts must be >= 1')
+    if args.prompts < 1 or (args.probe_prompts is not None and args.probe_prompts < 1): ap.error('--prompts and --probe-prompts must be >= 1')
     runs = icl_runs(args.root, args.experiment)
     runs = runs[runs.weights]
     print(f'{len(runs)} runs with weights under {args.root}' + (f'/{args.experiment}' if args.experiment else ''), flush=True)
@@ -42,7 +44,8 @@ def main(argv=None):
         if not args.redo: todo = [w for w in todo if not ((r.path / f'{w}.csv').exists() and (r.path / f'{w}.csv').stat().st_mtime >= weights_time)]
         if not todo: print(f'{r.experiment}/{r.run}: done before', flush=True); continue
         t0 = time.perf_counter()
-        written = evaluate_run(r.path, n_prompts=args.prompts, seed=args.seed, which=todo, device=args.device, batch=args.batch)
+        written = evaluate_run(r.path, n_prompts=args.prompts, seed=args.seed, which=todo, device=args.device, batch=args.batch,
+                               probe_prompts=args.probe_prompts)
         print(f'{r.experiment}/{r.run} ({r.preset}, {r.task}): {", ".join(sorted(written))} in {time.perf_counter() - t0:.1f} s', flush=True)
     return 0
 
