@@ -7,7 +7,7 @@ __all__ = ['GRAZZI_PRECISION', 'PAPER_ICL', 'RUN_FIELDS', 'reading_precision', '
            'scale_gap', 'at_scale', 'not_tested', 'number_claim', 'curve_summary', 'close_claim', 'worse_claim',
            'fails_claim', 'depth_trend', 'falls_claim', 'scale_statement']
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #9738e1d6
+# %% ../../nbs/analysis/05_icl_claims.ipynb #85e13993
 import math
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +19,7 @@ from .claims import claim
 from .icl_evaluate import icl_runs
 from ..experiments.store import repo_root
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #17b7d998
+# %% ../../nbs/analysis/05_icl_claims.ipynb #c08574bb
 def reading_precision(printed # a number as the paper prints it, e.g. '0.0278'
                      ): # half a unit of its last digit
     "The precision with which a printed number can be read: half a unit in its last place."
@@ -46,7 +46,7 @@ PAPER_ICL = pd.DataFrame([ # source, family, task the model was trained on, what
 PAPER_ICL['paper'] = PAPER_ICL.printed.astype(float)
 PAPER_ICL['tol'] = [reading_precision(p) if s == 'Garg' else GRAZZI_PRECISION(float(p)) for s, p in zip(PAPER_ICL.source, PAPER_ICL.printed)]
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #bbe8e215
+# %% ../../nbs/analysis/05_icl_claims.ipynb #e57c2277
 def icl_root(root=None): return Path(root) if root is not None else repo_root() / 'runs' / 'icl' # where the ICL runs are
 
 def size_of(preset): # '' (standard), '-small' or '-tiny'
@@ -67,7 +67,7 @@ def run_csv(runs, # `icl_runs(...)`
             frames.append(df.assign(**{k: getattr(r, k) if k not in ('size', 'trained') else (size_of(r.preset) if k == 'size' else r.task) for k in RUN_FIELDS}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RUN_FIELDS)
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #d6d2161f
+# %% ../../nbs/analysis/05_icl_claims.ipynb #9c36c0e4
 def pick_scale(runs, # `icl_runs(...)`, with its `scale` column
                scale=None, # a scale folder ('gpu', 'cpu'); None: 'gpu' when it has runs, else the scale with the most runs
               ): # (the runs of that scale, its name)
@@ -78,7 +78,7 @@ def pick_scale(runs, # `icl_runs(...)`, with its `scale` column
     pick = 'gpu' if 'gpu' in counts else counts.index[0]
     return runs[runs.scale == pick], pick
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #5ba28a3e
+# %% ../../nbs/analysis/05_icl_claims.ipynb #92f0babe
 def scale_gap(rows, # rows of a run CSV for one claim (RUN_FIELDS and k)
               k=None, # the k the claim needs
               min_steps=0, # the fewest training steps that count
@@ -98,7 +98,7 @@ def at_scale(rows, min_steps=0, paper_scale=True): # the rows a claim is tested 
     if paper_scale: keep &= (rows.d == 20) & (rows['size'] == '')
     return rows[keep]
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #f1aadb43
+# %% ../../nbs/analysis/05_icl_claims.ipynb #d4798d90
 def not_tested(text, paper, why): # one row of a claims table
     "A claim the runs at hand cannot test, and why."
     return dict(claim=text, paper=paper, ours=None, interval='', per_seed='', status='not tested at this scale', note=why)
@@ -120,7 +120,7 @@ def number_claim(text, # the claim, in words
                 evidence=f"{len(at)} run{'s' if len(at) > 1 else ''}: {', '.join(sorted(set(at.preset)))}, {int(at.steps.min())}–{int(at.steps.max())} steps")
     return row
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #62cbfd9f
+# %% ../../nbs/analysis/05_icl_claims.ipynb #15a8353d
 def curve_summary(rows, # one family's CSV rows (every seed)
                   ks, # the k to average over
                  ): # dict: mean, half (mean band half-width), seeds
@@ -158,7 +158,7 @@ def worse_claim(text, rows, worse, others, ks, min_steps=0): # one claims-table 
     holds = all(s[worse]['mean'] - s[worse]['half'] > s[o]['mean'] + s[o]['half'] for o in others)
     return claim(text, None, holds=holds, evidence=f"{note}; mean over k = {min(ks)}..{max(ks)}: " + ', '.join(f"{f} {v['mean']:.3f} ±{v['half']:.3f}" for f, v in s.items()))
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #d6a5a6f7
+# %% ../../nbs/analysis/05_icl_claims.ipynb #9ce19e8f
 def fails_claim(text, rows, family, k_from=15, min_steps=0): # one claims-table row
     "A family's mean error over k >= k_from is at least 1 (the zero predictor's)."
     r = rows[(rows.family == family) & (rows.steps >= min_steps)] if len(rows) else rows
@@ -186,7 +186,7 @@ def falls_claim(text, rows, family, rho_max=-0.8, r2_min=0.8, min_steps=0): # on
     holds = all(v['rho'] <= rho_max and v['r2'] >= r2_min for v in t.values())
     return claim(text, None, holds=holds, evidence='; '.join(f"{run}: ρ {v['rho']:.2f}, slope {v['slope']:.2f} per unit depth, R² {v['r2']:.2f}" for run, v in t.items()))
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #1dead5ce
+# %% ../../nbs/analysis/05_icl_claims.ipynb #8ca6f63f
 def scale_statement(runs # `icl_runs(...)`
                    ): # one sentence
     "What runs a figure is drawn from: how many, which presets, d, steps and seeds, read from their configs."
