@@ -7,7 +7,7 @@ __all__ = ['GRAZZI_PRECISION', 'PAPER_ICL', 'RUN_FIELDS', 'reading_precision', '
            'scale_gap', 'at_scale', 'not_tested', 'number_claim', 'curve_summary', 'close_claim', 'worse_claim',
            'fails_claim', 'depth_trend', 'falls_claim', 'scale_statement']
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #85e13993
+# %% ../../nbs/analysis/05_icl_claims.ipynb #3127a1e8
 import math
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +19,7 @@ from .claims import claim
 from .icl_evaluate import icl_runs
 from ..experiments.store import repo_root
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #c08574bb
+# %% ../../nbs/analysis/05_icl_claims.ipynb #5e349c1a
 def reading_precision(printed # a number as the paper prints it, e.g. '0.0278'
                      ): # half a unit of its last digit
     "The precision with which a printed number can be read: half a unit in its last place."
@@ -46,7 +46,9 @@ PAPER_ICL = pd.DataFrame([ # source, family, task the model was trained on, what
 PAPER_ICL['paper'] = PAPER_ICL.printed.astype(float)
 PAPER_ICL['tol'] = [reading_precision(p) if s == 'Garg' else GRAZZI_PRECISION(float(p)) for s, p in zip(PAPER_ICL.source, PAPER_ICL.printed)]
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #e57c2277
+# %% ../../nbs/analysis/05_icl_claims.ipynb #a89681e3
+def _span(lo, hi, unit=''): return f"{lo:,}{unit}" if lo == hi else f"{lo:,}–{hi:,}{unit}" # '300 steps' or '300–600 steps'
+
 def icl_root(root=None): return Path(root) if root is not None else repo_root() / 'runs' / 'icl' # where the ICL runs are
 
 def size_of(preset): # '' (standard), '-small' or '-tiny'
@@ -67,7 +69,7 @@ def run_csv(runs, # `icl_runs(...)`
             frames.append(df.assign(**{k: getattr(r, k) if k not in ('size', 'trained') else (size_of(r.preset) if k == 'size' else r.task) for k in RUN_FIELDS}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RUN_FIELDS)
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #9c36c0e4
+# %% ../../nbs/analysis/05_icl_claims.ipynb #6493ff07
 def pick_scale(runs, # `icl_runs(...)`, with its `scale` column
                scale=None, # a scale folder ('gpu', 'cpu'); None: 'gpu' when it has runs, else the scale with the most runs
               ): # (the runs of that scale, its name)
@@ -78,7 +80,7 @@ def pick_scale(runs, # `icl_runs(...)`, with its `scale` column
     pick = 'gpu' if 'gpu' in counts else counts.index[0]
     return runs[runs.scale == pick], pick
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #92f0babe
+# %% ../../nbs/analysis/05_icl_claims.ipynb #23ba7156
 def scale_gap(rows, # rows of a run CSV for one claim (RUN_FIELDS and k)
               k=None, # the k the claim needs
               min_steps=0, # the fewest training steps that count
@@ -98,7 +100,7 @@ def at_scale(rows, min_steps=0, paper_scale=True): # the rows a claim is tested 
     if paper_scale: keep &= (rows.d == 20) & (rows['size'] == '')
     return rows[keep]
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #d4798d90
+# %% ../../nbs/analysis/05_icl_claims.ipynb #4907507d
 def not_tested(text, paper, why): # one row of a claims table
     "A claim the runs at hand cannot test, and why."
     return dict(claim=text, paper=paper, ours=None, interval='', per_seed='', status='not tested at this scale', note=why)
@@ -117,10 +119,10 @@ def number_claim(text, # the claim, in words
     at = at[at.k == k].sort_values('seed')
     half = ((at.hi - at.lo) / 2).tolist()
     row = claim(text, paper, at.error.tolist(), cis=half, tol=tol,
-                evidence=f"{len(at)} run{'s' if len(at) > 1 else ''}: {', '.join(sorted(set(at.preset)))}, {int(at.steps.min())}–{int(at.steps.max())} steps")
+                evidence=f"{len(at)} run{'s' if len(at) > 1 else ''}: {', '.join(sorted(set(at.preset)))}, {_span(int(at.steps.min()), int(at.steps.max()), ' steps')}")
     return row
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #15a8353d
+# %% ../../nbs/analysis/05_icl_claims.ipynb #bf6dd6f4
 def curve_summary(rows, # one family's CSV rows (every seed)
                   ks, # the k to average over
                  ): # dict: mean, half (mean band half-width), seeds
@@ -139,7 +141,7 @@ def _common(rows, families, min_steps):
         return None, f"no setting with every one of {', '.join(families)} (runs of {', '.join(have) or 'none'})"
     size, d = sorted(settings, key=lambda s: ({'': 2, '-small': 1, '-tiny': 0}.get(s[0], 0), s[1]))[-1]
     sel = rows[(rows['size'] == size) & (rows.d == d)]
-    return sel, f"size {size or 'standard'}, d = {int(d)}, {int(sel.steps.min())}–{int(sel.steps.max())} steps"
+    return sel, f"size {size or 'standard'}, d = {int(d)}, {_span(int(sel.steps.min()), int(sel.steps.max()), ' steps')}"
 
 def close_claim(text, rows, a, b, ks, tol=0.05, min_steps=0): # one claims-table row
     "Family `a` ≈ family `b`: their mean errors over `ks` differ by at most `tol`."
@@ -158,7 +160,7 @@ def worse_claim(text, rows, worse, others, ks, min_steps=0): # one claims-table 
     holds = all(s[worse]['mean'] - s[worse]['half'] > s[o]['mean'] + s[o]['half'] for o in others)
     return claim(text, None, holds=holds, evidence=f"{note}; mean over k = {min(ks)}..{max(ks)}: " + ', '.join(f"{f} {v['mean']:.3f} ±{v['half']:.3f}" for f, v in s.items()))
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #9ce19e8f
+# %% ../../nbs/analysis/05_icl_claims.ipynb #8f9d7b2d
 def fails_claim(text, rows, family, k_from=15, min_steps=0): # one claims-table row
     "A family's mean error over k >= k_from is at least 1 (the zero predictor's)."
     r = rows[(rows.family == family) & (rows.steps >= min_steps)] if len(rows) else rows
@@ -186,14 +188,14 @@ def falls_claim(text, rows, family, rho_max=-0.8, r2_min=0.8, min_steps=0): # on
     holds = all(v['rho'] <= rho_max and v['r2'] >= r2_min for v in t.values())
     return claim(text, None, holds=holds, evidence='; '.join(f"{run}: ρ {v['rho']:.2f}, slope {v['slope']:.2f} per unit depth, R² {v['r2']:.2f}" for run, v in t.items()))
 
-# %% ../../nbs/analysis/05_icl_claims.ipynb #8ca6f63f
+# %% ../../nbs/analysis/05_icl_claims.ipynb #05946fc0
 def scale_statement(runs # `icl_runs(...)`
                    ): # one sentence
     "What runs a figure is drawn from: how many, which presets, d, steps and seeds, read from their configs."
     if not len(runs): return 'No trained runs here yet: the figure shows the optimum and the baselines only, and every claim is not tested.'
     parts = [f"{len(runs)} runs ({', '.join(f'{t}: {n}' for t, n in runs.task.value_counts().sort_index().items())})",
              f"presets {', '.join(sorted(set(runs.preset)))}", f"d = {sorted(set(int(d) for d in runs.d))}",
-             f"{int(runs.steps.min())}–{int(runs.steps.max())} steps", f"seeds {sorted(set(int(s) for s in runs.seed))}"]
+             _span(int(runs.steps.min()), int(runs.steps.max()), ' steps'), f"seeds {sorted(set(int(s) for s in runs.seed))}"]
     n = [s.get('n_params') for s in runs.summary if isinstance(s, dict) and s.get('n_params')]
-    if n: parts.append(f"{min(n):,}–{max(n):,} parameters")
+    if n: parts.append(_span(min(n), max(n), ' parameters'))
     return '; '.join(parts) + ". The papers: d = 20, standard sizes (about 10M parameters), 500,000 steps, batch 64."
