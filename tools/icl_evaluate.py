@@ -31,6 +31,7 @@ def main(argv=None):
     ap.add_argument('--seed', type=int, default=0, help='seed of the prompts (drawn on the CPU; 0: the prompts of baselines.csv)')
     ap.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help='where the models run')
     ap.add_argument('--batch', type=int, default=256, help='prompts per forward pass')
+    ap.add_argument('--quiet', action='store_true', help='no progress bars')
     ap.add_argument('--redo', action='store_true', help='recompute CSVs that exist already (default: keep those newer than model.pt)')
     args = ap.parse_args(argv)
     if not Path(args.root).is_dir(): ap.error(f'root {args.root!r} is not a folder')
@@ -45,7 +46,7 @@ def main(argv=None):
         if not todo: print(f'{r.experiment}/{r.run}: done before', flush=True); continue
         t0 = time.perf_counter()
         written = evaluate_run(r.path, n_prompts=args.prompts, seed=args.seed, which=todo, device=args.device, batch=args.batch,
-                               probe_prompts=args.probe_prompts)
+                               probe_prompts=args.probe_prompts, progress=not args.quiet)
         print(f'{r.experiment}/{r.run} ({r.preset}, {r.task}): {", ".join(sorted(written))} in {time.perf_counter() - t0:.1f} s', flush=True)
     return 0
 

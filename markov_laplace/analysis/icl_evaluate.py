@@ -8,7 +8,7 @@ __all__ = ['OOD_SETTINGS', 'OOD_COLUMNS', 'CROSS_COLUMNS', 'PROBE_CONTEXT', 'PRO
            'task_curve', 'excess_over_optimum', 'probe_sequences', 'affine_fit', 'probe_errors', 'gd_iterates',
            'probe_table', 'run_evaluations', 'evaluate_run']
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #8e3ebc14
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #bcc81648
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +26,7 @@ from ..tasks.regression.functions import (ICLTaskConfig, OOD_KINDS, error_curve,
                                           sample_ood_prompts, sample_prompts, squared_error, zero_error_divisor)
 from ..tasks.regression.optimal import least_squares, optimal_predictor
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #851d7920
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #89204285
 def read_run(run_dir, # a run directory runs/icl/<experiment>/<run>/
             ): # dict: experiment, run, preset, family, task, d, n_points, steps, seed, path, weights (bool), config, summary
     "One regression run's facts, read from its config.json (and summary.json when there is one): what every ICL figure needs."
@@ -48,7 +48,7 @@ def family_label(preset): # a preset name -> the family as the papers name it
         if p.startswith(prefix): return name
     return p
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #50443457
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #c971f252
 def icl_runs(root, # the ICL runs root (runs/icl): runs at any depth below it, e.g. <scale>/<experiment>/<run>/
              experiment=None, # only runs whose parent folder has this name (or one of these names); None: every run
             ): # DataFrame, one row per run directory with a config.json (the `read_run` fields, and `scale`)
@@ -60,7 +60,7 @@ def icl_runs(root, # the ICL runs root (runs/icl): runs at any depth below it, e
     rows = [dict(read_run(d), scale=d.parent.parent.name if d.parent.parent != root and d.parent != root else '') for d in dirs]
     return pd.DataFrame(rows, columns=cols)
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #51da1e42
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #774cf36f
 def model_predict(model, # a SequenceModel with vector ends (d_in = d, d_out = 1)
                   xs, # (B, n, d) inputs
                   ys, # (B, n) targets (the model sees y_0..y_{k-1} before predicting y_k)
@@ -78,7 +78,7 @@ def model_predictor(model, batch=256): # -> f(xs, ys) -> (B, n)
     "`model_predict` as a predictor of `(xs, ys)`."
     return lambda xs, ys: model_predict(model, xs, ys, batch)
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #c3137756
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #403d5655
 OOD_SETTINGS = [(k, None) for k in OOD_KINDS if k not in ('scale_x', 'scale_y', 'noisy_y')] + \
     [(k, s) for k in ('scale_x', 'scale_y') for s in (1 / 3, 1 / 2, 2.0, 3.0)] + [('noisy_y', 1.0)] # (kind, scale) of Garg et al.'s Fig 4 / App.
 OOD_COLUMNS = ['task', 'method', 'kind', 'scale'] + BASELINE_COLUMNS[2:] # ood.csv
@@ -107,7 +107,7 @@ def ood_curves(model, # a model trained on the linear task
             rows.append(c.assign(kind=kind, scale=np.nan if scale is None else float(scale)))
     return pd.concat(rows, ignore_index=True)[OOD_COLUMNS]
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #04c1edcc
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #f1ddcb20
 CROSS_COLUMNS = ['trained_on'] + BASELINE_COLUMNS # cross.csv: a model's curve on a task's prompts
 
 def task_curve(model, # a trained model
@@ -125,7 +125,7 @@ def task_curve(model, # a trained model
                      list(range(config.n_points)), torch.Generator().manual_seed(seed + 2))
     return c.assign(trained_on=trained_on)[CROSS_COLUMNS]
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #a5980d87
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #33be15aa
 def excess_over_optimum(model, # a model trained on a task with an optimal predictor (OPTIMAL_NAMES)
                         method, # its name in the rows
                         config, # ICLTaskConfig of the prompts
@@ -143,7 +143,7 @@ def excess_over_optimum(model, # a model trained on a task with an optimal predi
     return pd.DataFrame(dict(task=config.task, method=method, reference=OPTIMAL_NAMES[config.task], k=range(config.n_points), n_prompts=n_prompts,
                              diff=dif.mean(0).numpy(), se=(dif.std(0) / math.sqrt(n_prompts)).numpy()))[PAIRED_COLUMNS]
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #1db83678
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #ffd30d77
 PROBE_CONTEXT, PROBE_TEST, PROBE_FIT = 40, 30, (30, 40) # examples, test points, the context points [30, 40) of the fit
 
 def probe_sequences(xs, # (B, PROBE_CONTEXT + PROBE_TEST, d) inputs: the examples, then the test points
@@ -156,7 +156,7 @@ def probe_sequences(xs, # (B, PROBE_CONTEXT + PROBE_TEST, d) inputs: the example
     seq = torch.cat([ctx[:, None].expand(-1, PROBE_TEST, -1, -1), xs[:, PROBE_CONTEXT:, None]], 2)  # (B, 30, 81, d)
     return seq.flatten(0, 1)
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #916fb99e
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #1cb0e444
 def affine_fit(out, # (..., m) a depth's outputs at the fit points
                y, # (..., m) their targets
               ): # a, b (...,): least squares of y on (out, 1); a = 0 where out is constant
@@ -172,18 +172,19 @@ def _affine_fit_ref(out, y):
     ab = np.stack([np.linalg.lstsq(np.stack([r, np.ones_like(r)], 1), s, rcond=None)[0] for r, s in zip(o, t)])
     return torch.from_numpy(ab[:, 0]).reshape(out.shape[:-1]), torch.from_numpy(ab[:, 1]).reshape(out.shape[:-1])
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #bd0e04fb
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #16204ff7
 def probe_errors(model, # a model with `hidden_states` and `read_hidden`
                  xs, # (B, 70, d) inputs: 40 examples, 30 test points
                  ys, # (B, 70) targets
                  batch=64, # prompts per forward pass (each is 30 sequences)
+                 progress=False, # a tqdm bar over the batches
                 ): # (L + 1, B) float64: the mean squared error of the fitted probe on the 30 test points, per depth and prompt
     "Grazzi et al.'s probe at every depth: the read-out of each depth, scaled and shifted per prompt on context points 30–39."
     check_count(batch, 'batch')
     model.eval()
     dev, lo, hi, out = next(model.parameters()).device, *PROBE_FIT, []
     with torch.no_grad():
-        for i in range(0, xs.shape[0], batch):
+        for i in tqdm(range(0, xs.shape[0], batch), disable=not progress, desc='probe'):
             x, y = xs[i:i + batch], ys[i:i + batch].double()
             hs = model.hidden_states(probe_sequences(x, ys[i:i + batch]).to(dev))
             reads = torch.stack([model.read_hidden(h).float().cpu().double() for h in hs])  # (L + 1, b * 30, 81)
@@ -194,7 +195,7 @@ def probe_errors(model, # a model with `hidden_states` and `read_hidden`
             out.append((pred - y[None, :, PROBE_CONTEXT:]).square().mean(-1))
     return torch.cat(out, 1)
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #e6f30d1c
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #5528af9f
 def _probe_errors_ref(model, xs, ys):
     "Reference twin: one prompt and one test point at a time, numpy's lstsq for the fit."
     model.eval(); L = len(model.hidden_states(layout(xs[:1, :2], ys[:1, :2]))) - 1
@@ -210,7 +211,7 @@ def _probe_errors_ref(model, xs, ys):
                     err[l, b] += (a[0] * model.read_hidden(h)[0, -1].double() + c[0] - ys[b, PROBE_CONTEXT + j].double()) ** 2 / PROBE_TEST
     return err
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #b6d6e7be
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #29a882cc
 def gd_iterates(xs, # (B, 70, d) inputs: 40 examples, 30 test points
                 ys, # (B, 70) targets
                 steps=24, # T, iterations
@@ -235,7 +236,7 @@ def gd_iterates(xs, # (B, 70, d) inputs: 40 examples, 30 test points
         w = w - eta[:, None] * p * grad
     return torch.stack(errs)
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #c1a51834
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #0d064bfc
 PROBE_COLUMNS = ['task', 'method', 'layer', 'n_layers', 'depth', 'error', 'lo', 'hi'] # probe.csv: error = mean over prompts of the probe's MSE / E y²
 
 def probe_table(model, # a trained model (`hidden_states`, `read_hidden`)
@@ -245,6 +246,7 @@ def probe_table(model, # a trained model (`hidden_states`, `read_hidden`)
                 seed=0, # the prompts' CPU generator; the bootstrap: seed + 2
                 gd_steps=None, # T of the GD rows; None: the model's depth; 0: no GD rows (the task must be linear for them)
                 batch=64, # prompts per forward pass
+                progress=False, # a tqdm bar over the probe's batches
                ): # DataFrame with PROBE_COLUMNS: the model per depth, then 'gd' and 'preconditioned_gd' per iterate (linear tasks)
     "Grazzi et al.'s probing table of one model, beside the gradient-descent iterates on the same prompts."
     if not isinstance(config, ICLTaskConfig): _fail('config', 'an ICLTaskConfig', type(config).__name__)
@@ -255,14 +257,14 @@ def probe_table(model, # a trained model (`hidden_states`, `read_hidden`)
         c = error_curve((err / div).T.contiguous(), generator=torch.Generator().manual_seed(seed + 2))
         T = err.shape[0] - 1
         rows.append(pd.DataFrame(dict(task=cfg.task, method=name, layer=c.k, n_layers=T, depth=c.k / T, error=c.error, lo=c.lo, hi=c.hi)))
-    pe = probe_errors(model, xs, ys, batch)
+    pe = probe_errors(model, xs, ys, batch, progress)
     add(method, pe)
     steps = pe.shape[0] - 1 if gd_steps is None else gd_steps
     if steps and cfg.task in ('linear', 'skewed_linear', 'sparse_linear', 'noisy_linear'):
         for name, pre in (('gd', 'none'), ('preconditioned_gd', 'jacobi')): add(name, gd_iterates(xs, ys, steps, pre))
     return pd.concat(rows, ignore_index=True)[PROBE_COLUMNS]
 
-# %% ../../nbs/analysis/04_icl_evaluate.ipynb #ca8227f1
+# %% ../../nbs/analysis/04_icl_evaluate.ipynb #aae91bf2
 from ..storage import write_csv
 
 EVALUATIONS = ('ood', 'cross', 'excess', 'probe') # the CSVs `evaluate_run` can write, each <name>.csv in the run directory
@@ -303,6 +305,6 @@ def evaluate_run(run_dir, # a run directory with config.json and model.pt
         elif name == 'excess':
             if cfg.task not in OPTIMAL_NAMES: continue
             df = excess_over_optimum(model, method, cfg, n_prompts, seed, batch)
-        else: df = probe_table(model, method, cfg, probe_prompts or n_prompts, seed, batch=max(1, batch // 4))
+        else: df = probe_table(model, method, cfg, probe_prompts or n_prompts, seed, batch=max(1, batch // 4), progress=progress)
         write_csv(Path(run_dir) / f'{name}.csv', df); out[name] = Path(run_dir) / f'{name}.csv'
     return out
