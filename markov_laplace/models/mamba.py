@@ -263,6 +263,17 @@ def internals(self: MambaBackbone, h): # (B, T, d_model) -> one dict per layer
         h = blk(h)
     return out
 
+# %% ../../nbs/models/03_mamba.ipynb #3bf55054
+@patch
+def hidden_states(self: MambaBackbone, h): # (B, T, d_model) -> [h_0, ..., h_L], each (B, T, d_model)
+    "The residual stream before the first block (h_0) and after each block."
+    out = [h]
+    for blk in self.blocks: out.append(h := blk(h))
+    return out
+
+@patch
+def final_norm(self: MambaBackbone, h): return self.norm_f(h) # what `forward` applies after the last block
+
 # %% ../../nbs/models/03_mamba.ipynb #012eda6f
 def _inv_softplus(y): return y + torch.log(-torch.expm1(-y))
 

@@ -76,6 +76,12 @@ def step_log_probs(model, tokens):
     cache = model.init_cache(tokens.shape[0])
     return torch.stack([model.step(tokens[:, t], cache) for t in range(tokens.shape[1])], 1)
 
+# %% ../../nbs/models/05_registry.ipynb #d441c382
+@patch
+def hidden_states(self: SequenceModel, x): return self.backbone.hidden_states(self.read_in(x)) # inputs -> [h_0, ..., h_L], (B, T, d_model) each
+@patch
+def read_hidden(self: SequenceModel, h): return self.read_out(self.backbone.final_norm(h)) # (B, T, d_model) -> outputs, as after the last block
+
 # %% ../../nbs/models/05_registry.ipynb #92b545a8
 _LEGACY = {'embedding.': 'read_in.', 'head.': 'read_out.', 'blocks.': 'backbone.blocks.', 'norm_f.': 'backbone.norm_f.',
            'positions.': 'backbone.positions.'}

@@ -153,3 +153,12 @@ def _s4_step(self, h, cache): # h (B, d_model): one position -> (B, d_model)
     return h
 
 S4Backbone.init_cache, S4Backbone.step = _s4_init_cache, _s4_step
+
+# %% ../../nbs/models/06_s4.ipynb #15e3e9ad
+def _s4_hidden_states(self, h): # (B, T, d_model) -> [h_0, ..., h_L]
+    "The stream before the first block and after each block (each block ends in its own LayerNorm), for probing."
+    out = [h]
+    for blk in self.blocks: out.append(h := blk(h))
+    return out
+
+S4Backbone.hidden_states, S4Backbone.final_norm = _s4_hidden_states, lambda self, h: h # post-norm: nothing after the last block

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..base import Config, _fail, _is_int
+from ..base import Config, _fail, _is_int, patch
 from .layers import LayerNorm, Linear
 
 # %% ../../nbs/models/04_transformer.ipynb #175339d3
@@ -118,3 +118,15 @@ class TransformerBackbone(nn.Module):
                 s = std / math.sqrt(2 * self.config.n_layers) if name.endswith(('out_proj.weight', 'mlp.2.weight')) else std
                 p.copy_(torch.randn(p.shape, generator=g) * s)
         return model
+
+# %% ../../nbs/models/04_transformer.ipynb #5d4fd7fd
+@patch
+def hidden_states(self: TransformerBackbone, h): # (B, T, d_model) -> [h_0, ..., h_L], each (B, T, d_model)
+    "The residual stream before the first block (h_0, positions added) and after each block, for probing."
+    if self.positions is not None: h = h + self.positions(torch.arange(h.shape[-2], device=h.device))
+    out = [h]
+    for blk in self.blocks: out.append(h := blk(h))
+    return out
+
+@patch
+def final_norm(self: TransformerBackbone, h): return self.norm_f(h) # what `forward` applies after the last block
