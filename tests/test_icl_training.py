@@ -154,3 +154,17 @@ def test_the_regression_template_takes_the_whole_run_as_one_parameter():
     assert [k for k in ns if not k.startswith('__')] == ['config']
     run = RunConfig.from_dict(ns['config'])
     assert isinstance(run.task, ICLTaskConfig) and template_for(run) == 'nbs/experiments/regression.ipynb'
+
+
+@pytest.mark.gpu
+def test_the_gpu_path_trains_a_group_through_the_curriculum_and_writes_its_curves(tmp_path):
+    "What the gpu scale does, at the cpu scale's size: one group (three tasks of one length), CUDA graph, compiled, prefetch 50, curves on the GPU."
+    from markov_laplace.experiments.engines import run_group
+    cells = [c for _, c in load_sweep(ROOT / 'grids' / 'icl_main.yaml', tmp_path, 'cpu') if c.model.preset == 'icl-mamba1-tiny' and c.task.n_points == 11]
+    cells = [RunConfig.from_dict({**c.to_dict(), 'train': {**c.train.to_dict(), 'device': 'cuda', 'steps': 120, 'eval_every': 60}}) for c in cells]
+    assert len(cells) == 3 and REGRESSION.step_config(cells[0].task, 0, 120).n_cur == 11
+    summaries = run_group(cells, progress=False, prefetch=50, compile=True)
+    for c, s in zip(cells, summaries):
+        curve = pd.read_csv(f'{c.out_dir}/curve.csv')
+        assert list(curve.columns) == BASELINE_COLUMNS and curve.k.tolist() == list(range(201)) and curve.error.notna().all()
+        assert s['steps'] == 120 and 'cpu' not in s['device'] and s['batched_compiled'] and len(s['batched_with']) == 3
