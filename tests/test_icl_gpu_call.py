@@ -11,6 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from markov_laplace.analysis.icl_evaluate import OOD_COLUMNS, PROBE_COLUMNS
 
@@ -98,3 +99,12 @@ def test_gpu_sweep_brings_back_runs_at_any_depth_without_regression_weights(tmp_
     assert {f'runs/icl/gpu/icl_main/r1/{n}' for n in ('config.json', 'summary.json', 'curve.csv', 'probe.csv')} <= names
     assert not {f'runs/icl/gpu/icl_main/r1/{n}' for n in ('model.pt', 'ckpt-group.pt', '.lock')} & names  # git-ignored, too large
     assert 'runs/fig1/order=1/model.pt' in names and not any(n.startswith('runs/fig1/order=2') for n in names)  # Markov weights are committed
+
+
+@pytest.mark.gpu
+def test_the_evaluations_run_on_cuda(tmp_path):
+    "The cpu-scale run trained on the CPU (its grid says so), its evaluations on the GPU, as on the device machine."
+    root, out = tmp_path / 'runs', tmp_path / 'out'
+    r = call('grids/icl_main.yaml', '--scale', 'cpu', '--device', 'cuda', '--only', '*task=linear_preset=icl-mamba1-tiny_*',
+             '--root', root, '--out', out, '--train-s', 120, '--eval-s', 120, '--prompts', 64, '--probe-prompts', 8, '--', '--steps', 20)
+    assert r.returncode == 0 and 'evaluations ood,cross,excess,probe' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
