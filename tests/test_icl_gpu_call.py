@@ -108,3 +108,13 @@ def test_the_evaluations_run_on_cuda(tmp_path):
     r = call('grids/icl_main.yaml', '--scale', 'cpu', '--device', 'cuda', '--only', '*task=linear_preset=icl-mamba1-tiny_*',
              '--root', root, '--out', out, '--train-s', 120, '--eval-s', 120, '--prompts', 64, '--probe-prompts', 8, '--', '--steps', 20)
     assert r.returncode == 0 and 'evaluations ood,cross,excess,probe' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_icl_evaluate_refuses_runs_without_weights_under_its_root(tmp_path):
+    "tools/icl_evaluate.py --runs: each directory must be a run with model.pt under the root, else one error naming it."
+    spec = importlib.util.spec_from_file_location('icl_evaluate_tool', ROOT / 'tools' / 'icl_evaluate.py')
+    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
+    run = tmp_path / 'cpu' / 'exp' / 'r1'; run.mkdir(parents=True)
+    (run / 'config.json').write_text(json.dumps(dict(task=dict(name='regression', task='linear', d=3, n_points=6), preset='icl-s4d-tiny')))
+    with pytest.raises(SystemExit) as e: tool.main([str(tmp_path), '--runs', str(run), '--device', 'cpu'])
+    assert e.value.code == 2
