@@ -1,5 +1,7 @@
 """Merge run directories from GPU tarballs into runs/: `python3 tools/collect_runs.py TGZ [TGZ ...]`.
 
+Run directories at any depth under the tarball's runs/ (runs/<exp>/<run>/, runs/icl/<scale>/<exp>/<run>/).
+
 Keeps, from each tarball, the run directories that finished (they hold summary.json) and the
 checkpoints of unfinished batched groups (ckpt-group.pt, ckpt-group.json) and single runs (ckpt.pt),
 so that the next sweep resumes them. A finished run never takes a checkpoint along, and a run that
@@ -19,12 +21,18 @@ from markov_laplace.experiments.store import run_state# noqa: E402
 CKPTS = ('ckpt-group.pt', 'ckpt-group.json', 'ckpt.pt', 'config.json')
 
 
+def run_dirs(runs): # a runs/ folder -> the directories that hold a run's or a group's files, at any depth
+    "runs/<exp>/<run>/, runs/<scale>/<exp>/<run>/, runs/icl/<scale>/<exp>/<run>/ ...; set-aside runs (.broken-*) left out."
+    names = ('summary.json',) + CKPTS
+    return sorted({p.parent for n in names for p in runs.rglob(n) if not any(q.startswith('.') for q in p.relative_to(runs).parts)})
+
+
 def collect(tgz, root=ROOT):
     finished = resumable = 0
     broken = []
     with tempfile.TemporaryDirectory() as tmp:
         with tarfile.open(tgz) as tar: tar.extractall(tmp, filter='data')
-        for run in sorted(Path(tmp, 'runs').glob('*/*/')):
+        for run in run_dirs(Path(tmp, 'runs')):
             dest = root / 'runs' / run.relative_to(Path(tmp, 'runs'))
             (here, why_here), (there, why) = run_state(dest), run_state(run)
             if here == 'broken': broken.append(f'{dest} (here): {why_here}')

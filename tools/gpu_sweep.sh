@@ -7,7 +7,8 @@
 # the checkout without runs/, so that every run trains again (to time a whole reproduction).
 # Then, on your machine: python3 tools/collect_runs.py /work/.device/N/runs.tgz   (see GPU.md)
 # The sweep is found by the process id written at start, never by matching command lines. runs.tgz holds only
-# what changed since the last `wait` (runs finished since, current checkpoints), under the tool's 16 MiB per file.
+# what changed since the last `wait` (runs finished since, at any depth under runs/; current checkpoints), under the tool's
+# 16 MiB per file: regression runs (runs/icl/) come back without weights and checkpoints (git-ignored, too large).
 set -u
 W=${SWEEP_DIR:-/tmp}; REPO=$W/repo PID=$W/sweep.pid MARK=$W/sweep.mark LOG=$W/sweep.log
 running() { [ -f "$PID" ] && kill -0 "$(cat "$PID")" 2>/dev/null; }
@@ -29,11 +30,13 @@ case "${1:-}" in
     while [ $(( $(date +%s) - t0 )) -lt "$limit" ] && running; do sleep 5; done
     echo "$(date -u +%FT%TZ) running=$(running && echo yes || echo no)" >> $LOG
     cd "$REPO"; touch $MARK.next
-    { find runs -mindepth 3 -maxdepth 4 -name summary.json -newer "$MARK" -printf '%h\n'
-      find runs -mindepth 3 -maxdepth 4 -name 'ckpt*' -printf '%h/%f\n'
-      find runs -mindepth 2 -maxdepth 3 -name 'failures*.json' -newer "$MARK"; } | sort -u > $W/sweep.list
+    # at any depth: runs/<exp>/<run>/, runs/<scale>/<exp>/<run>/, runs/icl/<scale>/<exp>/<run>/; set-aside runs (.broken-*) left
+    { find runs -mindepth 3 -name summary.json -newer "$MARK" -not -path '*/.broken-*' -printf '%h\n'
+      find runs -mindepth 3 -name 'ckpt*' -not -path 'runs/icl/*' -not -path '*/.broken-*' -printf '%h/%f\n'
+      find runs -mindepth 2 -name 'failures*.json' -newer "$MARK" -not -path '*/.broken-*'; } | sort -u > $W/sweep.list
     mv $MARK.next "$MARK"
-    tar czf "${OUT:-/tmp}/runs.tgz" --exclude=.lock -T $W/sweep.list && cp $LOG "${OUT:-/tmp}/"
+    # regression weights and checkpoints (~40 MB a run, GBs a group) are git-ignored and over the 16 MiB per file: they stay
+    tar czf "${OUT:-/tmp}/runs.tgz" --exclude=.lock --exclude='runs/icl/*/model.pt' --exclude='runs/icl/*/ckpt*' -T $W/sweep.list && cp $LOG "${OUT:-/tmp}/"
     echo "in runs.tgz: $(grep -c . $W/sweep.list) paths; sweep running: $(running && echo yes || echo no)";;
   stop)
     running && kill -INT -- -"$(cat "$PID")"; sleep 5; running && kill -- -"$(cat "$PID")"

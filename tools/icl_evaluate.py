@@ -8,6 +8,7 @@ functions are `markov_laplace.analysis.icl_evaluate`; the figure notebooks in `n
 
     python tools/icl_evaluate.py runs/icl --device cuda            # every run, every evaluation
     python tools/icl_evaluate.py runs/icl/cpu --experiment icl_main --probe-prompts 32   # the CPU scale
+    python tools/icl_evaluate.py runs/icl/gpu --runs runs/icl/gpu/icl_main/RUN ... --device cuda   # these runs only
 """
 import argparse
 import sys
@@ -24,6 +25,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('root', nargs='?', default='runs/icl', help='the ICL runs root (default runs/icl)')
     ap.add_argument('--experiment', default=None, help='one experiment under root (default: every one)')
+    ap.add_argument('--runs', nargs='+', default=None, metavar='DIR', help='these run directories under root only (each with model.pt); default: every run with weights')
     ap.add_argument('--only', nargs='+', default=None, choices=EVALUATIONS, help='these evaluations only (default: every one that applies)')
     ap.add_argument('--prompts', type=int, default=1280, help='prompts per evaluation (default 1280, the papers\')')
     ap.add_argument('--probe-prompts', type=int, default=None, help='prompts of the probe, 30 sequences of 81 tokens each (default: --prompts); '
@@ -38,6 +40,11 @@ def main(argv=None):
     if args.prompts < 1 or (args.probe_prompts is not None and args.probe_prompts < 1): ap.error('--prompts and --probe-prompts must be >= 1')
     runs = icl_runs(args.root, args.experiment)
     runs = runs[runs.weights]
+    if args.runs is not None:
+        asked = {Path(r).resolve() for r in args.runs}
+        missing = sorted(str(r) for r in asked - {p.resolve() for p in runs.path})
+        if missing: ap.error(f'--runs: not run directories with model.pt under {args.root}: {", ".join(missing)}')
+        runs = runs[[p.resolve() in asked for p in runs.path]]
     print(f'{len(runs)} runs with weights under {args.root}' + (f'/{args.experiment}' if args.experiment else ''), flush=True)
     for r in runs.itertuples():
         todo = [w for w in (args.only or run_evaluations(r.task)) if w in run_evaluations(r.task)]

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['OOD_SETTINGS', 'OOD_COLUMNS', 'CROSS_COLUMNS', 'PROBE_CONTEXT', 'PROBE_TEST', 'PROBE_FIT', 'PROBE_COLUMNS',
-           'EVALUATIONS', 'read_run', 'family_label', 'icl_runs', 'model_predict', 'model_predictor', 'ood_curves',
-           'task_curve', 'excess_over_optimum', 'probe_sequences', 'affine_fit', 'probe_errors', 'gd_iterates',
-           'probe_table', 'run_evaluations', 'evaluate_run']
+           'EVALUATIONS', 'read_run', 'family_label', 'icl_runs', 'model_predictor', 'ood_curves', 'task_curve',
+           'excess_over_optimum', 'probe_sequences', 'affine_fit', 'probe_errors', 'gd_iterates', 'probe_table',
+           'run_evaluations', 'evaluate_run']
 
 # %% ../../nbs/analysis/04_icl_evaluate.ipynb #bcc81648
 import math
@@ -22,8 +22,9 @@ from ..base import _fail, _is_int, check_count
 from ..experiments.store import load_model
 from ..storage import read_json
 from ..tasks.regression.curves import BASELINE_COLUMNS, OPTIMAL_NAMES, PAIRED_COLUMNS, evaluation_prompts, method_curve, task_config
-from ..tasks.regression.functions import (ICLTaskConfig, OOD_KINDS, error_curve, layout, predict_queries, read_x_positions,
+from ..tasks.regression.functions import (ICLTaskConfig, OOD_KINDS, error_curve, layout, predict_queries,
                                           sample_ood_prompts, sample_prompts, squared_error, zero_error_divisor)
+from ..tasks.regression.evaluate import model_predictions
 from ..tasks.regression.optimal import least_squares, optimal_predictor
 
 # %% ../../nbs/analysis/04_icl_evaluate.ipynb #89204285
@@ -61,22 +62,11 @@ def icl_runs(root, # the ICL runs root (runs/icl): runs at any depth below it, e
     return pd.DataFrame(rows, columns=cols)
 
 # %% ../../nbs/analysis/04_icl_evaluate.ipynb #774cf36f
-def model_predict(model, # a SequenceModel with vector ends (d_in = d, d_out = 1)
-                  xs, # (B, n, d) inputs
-                  ys, # (B, n) targets (the model sees y_0..y_{k-1} before predicting y_k)
-                  batch=256, # prompts per forward pass
-                 ): # (B, n) float32 on the CPU
-    "The model's prediction at every x position, in eval mode, without gradients, `batch` prompts at a time."
-    check_count(batch, 'batch')
-    model.eval()
-    dev = next(model.parameters()).device
-    with torch.no_grad():
-        out = [read_x_positions(model(layout(xs[i:i + batch], ys[i:i + batch]).to(dev)).float()).cpu() for i in range(0, xs.shape[0], batch)]
-    return torch.cat(out)
-
-def model_predictor(model, batch=256): # -> f(xs, ys) -> (B, n)
-    "`model_predict` as a predictor of `(xs, ys)`."
-    return lambda xs, ys: model_predict(model, xs, ys, batch)
+def model_predictor(model, # a SequenceModel with vector ends (d_in = d, d_out = 1)
+                    batch=256, # prompts per forward pass
+                   ): # f(xs, ys) -> (B, n) float32 on the CPU
+    "`model_predictions` as a predictor of `(xs, ys)`, the model where its weights are."
+    return lambda xs, ys: model_predictions(model, xs, ys, batch=batch)
 
 # %% ../../nbs/analysis/04_icl_evaluate.ipynb #403d5655
 OOD_SETTINGS = [(k, None) for k in OOD_KINDS if k not in ('scale_x', 'scale_y', 'noisy_y')] + \
@@ -121,7 +111,7 @@ def task_curve(model, # a trained model
     "A model's normalised error against k on the evaluation prompts of `config`'s task."
     if not isinstance(config, ICLTaskConfig): _fail('config', 'an ICLTaskConfig', type(config).__name__)
     xs, ys = evaluation_prompts(config.validate(), n_prompts, seed)
-    c = method_curve(config.task, method, model_predict(model, xs, ys, batch).double(), ys.double(), zero_error_divisor(config),
+    c = method_curve(config.task, method, model_predictions(model, xs, ys, batch=batch).double(), ys.double(), zero_error_divisor(config),
                      list(range(config.n_points)), torch.Generator().manual_seed(seed + 2))
     return c.assign(trained_on=trained_on)[CROSS_COLUMNS]
 
@@ -138,7 +128,7 @@ def excess_over_optimum(model, # a model trained on a task with an optimal predi
     if config.validate().task not in OPTIMAL_NAMES: _fail('config.task', f'one of {list(OPTIMAL_NAMES)} (a task with an optimal predictor)', config.task)
     xs, ys = evaluation_prompts(config, n_prompts, seed)
     div = zero_error_divisor(config)
-    dif = (squared_error(model_predict(model, xs, ys, batch).double(), ys.double(), div)
+    dif = (squared_error(model_predictions(model, xs, ys, batch=batch).double(), ys.double(), div)
            - squared_error(optimal_predictor(config)(xs, ys).double(), ys.double(), div))  # (B, n)
     return pd.DataFrame(dict(task=config.task, method=method, reference=OPTIMAL_NAMES[config.task], k=range(config.n_points), n_prompts=n_prompts,
                              diff=dif.mean(0).numpy(), se=(dif.std(0) / math.sqrt(n_prompts)).numpy()))[PAIRED_COLUMNS]

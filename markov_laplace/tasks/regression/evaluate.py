@@ -11,6 +11,7 @@ from dataclasses import replace
 import pandas as pd
 import torch
 
+from ...base import check_count
 from ..protocol import EVAL_SEED, FINAL_EVALUATIONS
 from .curves import BASELINE_COLUMNS, evaluation_prompts, method_curve
 from .functions import layout, read_x_positions, zero_error_divisor
@@ -26,15 +27,17 @@ def readable_points(model, # a model; a `config.max_len` (learned positions) bou
 
 @torch.no_grad()
 def model_predictions(model, # reads the prompt layout, writes a scalar per token
-                      xs, ys, # (B, n, d), (B, n) prompts
-                      device='cpu', # where the model runs (float32, eval mode)
+                      xs, ys, # (B, n, d), (B, n) prompts (the model sees y_0..y_{k-1} before predicting y_k)
+                      device=None, # where the model runs (moved there); None: where its parameters are (the CPU for none)
                       batch=128, # prompts per forward
-                     ): # (B, n) predictions at the x positions, on the CPU
-    "A model's prediction of every y of the prompts, `batch` prompts at a time."
+                     ): # (B, n) float32 predictions at the x positions, on the CPU
+    "A model's prediction of every y of the prompts, in eval mode, `batch` prompts at a time; its training mode is restored."
+    check_count(batch, 'batch')
+    if device is None: device = next((q.device for q in model.parameters()), torch.device('cpu'))
     was = model.training
     model.eval().to(device)
-    out = [read_x_positions(model(layout(xs[i:i + batch], ys[i:i + batch]).to(device)).float()).cpu() for i in range(0, len(xs), batch)]
-    model.train(was)
+    try: out = [read_x_positions(model(layout(xs[i:i + batch], ys[i:i + batch]).to(device)).float()).cpu() for i in range(0, len(xs), batch)]
+    finally: model.train(was)
     return torch.cat(out)
 
 # %% ../../../nbs/tasks/regression/05_evaluate.ipynb #68a9e7a0

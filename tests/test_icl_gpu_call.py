@@ -1,0 +1,120 @@
+"""tools/icl_gpu_call.sh, the one command of a device call of the regression grids, at the cpu scale: one tiny run of
+grids/icl_main.yaml trained 20 steps under a wall-clock budget, evaluated on the CPU, packed. The tarball holds the
+run's config, history, curve.csv, summary.json, the four evaluation CSVs of a linear run and gpu_time.json; no weights,
+no checkpoint, no lock. The printed line gives the steps reached and the final error of the summary."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from markov_laplace.analysis.icl_evaluate import OOD_COLUMNS, PROBE_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = 'icl/cpu/icl_main/n_points=11_name=regression_task=linear_preset=icl-transformer-tiny_lr=0.001_seed=1'
+ENV = {**os.environ, 'PYTHON': sys.executable, 'OMP_NUM_THREADS': '1', 'MKL_NUM_THREADS': '1', 'OUT': ''}
+
+
+def call(*args, timeout=300):
+    return subprocess.run(['bash', str(ROOT / 'tools' / 'icl_gpu_call.sh'), *map(str, args)], capture_output=True, text=True, env=ENV,
+                          timeout=timeout)
+
+
+def test_one_call_trains_evaluates_and_packs_a_tiny_run(tmp_path):
+    root, out = tmp_path / 'runs', tmp_path / 'out'
+    r = call('grids/icl_main.yaml', '--scale', 'cpu', '--device', 'cpu', '--only', '*task=linear_preset=icl-transformer-tiny_*',
+             '--root', root, '--out', out, '--train-s', 120, '--eval-s', 90, '--prompts', 16, '--probe-prompts', 4, '--', '--steps', 20)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (root / RUN / 'model.pt').exists()  # the weights stay where they were trained
+    summary = json.loads((root / RUN / 'summary.json').read_text())
+    line, = [l for l in r.stdout.splitlines() if l.startswith(RUN + ':')]
+    assert f'new -> finished, steps 20/20, final_error {summary["final_error"]:.4f}' in line and 'evaluations ood,cross,excess,probe' in line
+    assert sorted(p.name for p in out.iterdir()) == ['icl_gpu.log', 'icl_gpu.tgz']
+    with tarfile.open(out / 'icl_gpu.tgz') as tar:
+        names = set(tar.getnames())
+        tar.extractall(tmp_path / 'back', filter='data')
+    run = f'runs/{RUN}'
+    assert {f'{run}/{f}' for f in ('config.json', 'history.csv', 'curve.csv', 'summary.json', 'ood.csv', 'cross.csv', 'excess.csv', 'probe.csv')} \
+        | {'runs/gpu_time.json'} == names
+    back = tmp_path / 'back' / run
+    assert json.loads((back / 'summary.json').read_text()) == summary
+    assert list(pd.read_csv(back / 'ood.csv').columns) == OOD_COLUMNS and list(pd.read_csv(back / 'probe.csv').columns) == PROBE_COLUMNS
+    assert pd.read_csv(back / 'curve.csv').k.max() == 200  # the run's own curve, k = 0..200
+    gpu_time = json.loads((tmp_path / 'back' / 'runs' / 'gpu_time.json').read_text())['grids']
+    (entry,) = gpu_time.values()
+    assert entry['steps'] == {RUN.rsplit('/', 1)[1]: 20} and entry['finished'] == 1 and entry['calls'][0]['wall_s'] > 0
+    # tools/collect_runs.py finds the run four folders down (runs/icl/<scale>/<exp>/<run>) and takes it
+    spec = importlib.util.spec_from_file_location('collect_runs', ROOT / 'tools' / 'collect_runs.py')
+    collect = importlib.util.module_from_spec(spec); spec.loader.exec_module(collect)
+    assert collect.collect(out / 'icl_gpu.tgz', root=tmp_path / 'here') == (1, 0, [])
+    assert (tmp_path / 'here' / run / 'probe.csv').read_bytes() == (back / 'probe.csv').read_bytes()
+    # the same command again: nothing left to train or evaluate, nothing new to pack but the time record
+    r = call('grids/icl_main.yaml', '--scale', 'cpu', '--device', 'cpu', '--only', '*task=linear_preset=icl-transformer-tiny_*',
+             '--root', root, '--out', out, '--train-s', 120, '--eval-s', 90, '--', '--steps', 20)
+    assert r.returncode == 0 and 'no run finished in this call' in r.stdout and 'finished -> finished, steps 20/20' in r.stdout
+    with tarfile.open(out / 'icl_gpu.tgz') as tar: assert set(tar.getnames()) <= {'runs/gpu_time.json'}
+
+
+def test_a_tarball_over_the_limit_is_split_into_parts_that_join_back(tmp_path):
+    spec = importlib.util.spec_from_file_location('icl_gpu_call', ROOT / 'tools' / 'icl_gpu_call.py')
+    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
+    files = []
+    for i in range(3):
+        f = tmp_path / 'runs' / 'icl' / f'r{i}' / 'curve.csv'; f.parent.mkdir(parents=True)
+        f.write_bytes(os.urandom(3000)); files.append(f)  # incompressible
+    out = tmp_path / 'out'; out.mkdir()
+    parts = tool.pack(files, tmp_path, out, max_bytes=4000)
+    assert [p.name for p in parts] == [f'icl_gpu.tgz.part{i}' for i in range(len(parts))] and len(parts) >= 3
+    assert all(p.stat().st_size <= 4000 for p in parts) and not (out / 'icl_gpu.tgz').exists()
+    (tmp_path / 'joined.tgz').write_bytes(b''.join(p.read_bytes() for p in parts))
+    with tarfile.open(tmp_path / 'joined.tgz') as tar: assert sorted(tar.getnames()) == [f'runs/icl/r{i}/curve.csv' for i in range(3)]
+    assert tool.pack(files[:1], tmp_path, out, max_bytes=2 ** 20) == [out / 'icl_gpu.tgz'] and not list(out.glob('*.part*'))
+
+
+def test_a_pattern_that_matches_no_run_is_one_clear_error(tmp_path):
+    r = call('grids/icl_main.yaml', '--scale', 'cpu', '--device', 'cpu', '--only', '*no-such-run*', '--root', tmp_path / 'runs', '--out', tmp_path)
+    assert r.returncode == 2 and "--only ['*no-such-run*'] matches no run" in r.stderr and not (tmp_path / 'runs').exists()
+
+
+def test_gpu_sweep_brings_back_runs_at_any_depth_without_regression_weights(tmp_path):
+    "tools/gpu_sweep.sh wait: the runs finished since the last look, at depth 2 (runs/<exp>/<run>) and 4 (runs/icl/<scale>/<exp>/<run>)."
+    repo = tmp_path / 'repo'
+    deep, shallow, old = repo / 'runs/icl/gpu/icl_main/r1', repo / 'runs/fig1/order=1', repo / 'runs/fig1/order=2'
+    for d, names in ((deep, ['config.json', 'summary.json', 'curve.csv', 'probe.csv', 'model.pt', 'ckpt-group.pt', '.lock']),
+                     (shallow, ['config.json', 'summary.json', 'model.pt']), (old, ['config.json', 'summary.json'])):
+        d.mkdir(parents=True)
+        for n in names: (d / n).write_text('{}')
+    os.utime(old / 'summary.json', (1, 1))  # finished before the last look
+    (tmp_path / 'sweep.mark').touch(); os.utime(tmp_path / 'sweep.mark', (2, 2))
+    out = tmp_path / 'out'; out.mkdir()
+    r = subprocess.run(['bash', str(ROOT / 'tools' / 'gpu_sweep.sh'), 'wait', '1'], capture_output=True, text=True,
+                       env={**os.environ, 'SWEEP_DIR': str(tmp_path), 'OUT': str(out)}, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with tarfile.open(out / 'runs.tgz') as tar: names = set(tar.getnames())
+    assert {f'runs/icl/gpu/icl_main/r1/{n}' for n in ('config.json', 'summary.json', 'curve.csv', 'probe.csv')} <= names
+    assert not {f'runs/icl/gpu/icl_main/r1/{n}' for n in ('model.pt', 'ckpt-group.pt', '.lock')} & names  # git-ignored, too large
+    assert 'runs/fig1/order=1/model.pt' in names and not any(n.startswith('runs/fig1/order=2') for n in names)  # Markov weights are committed
+
+
+@pytest.mark.gpu
+def test_the_evaluations_run_on_cuda(tmp_path):
+    "The cpu-scale run trained on the CPU (its grid says so), its evaluations on the GPU, as on the device machine."
+    root, out = tmp_path / 'runs', tmp_path / 'out'
+    r = call('grids/icl_main.yaml', '--scale', 'cpu', '--device', 'cuda', '--only', '*task=linear_preset=icl-mamba1-tiny_*',
+             '--root', root, '--out', out, '--train-s', 120, '--eval-s', 120, '--prompts', 64, '--probe-prompts', 8, '--', '--steps', 20)
+    assert r.returncode == 0 and 'evaluations ood,cross,excess,probe' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_icl_evaluate_refuses_runs_without_weights_under_its_root(tmp_path):
+    "tools/icl_evaluate.py --runs: each directory must be a run with model.pt under the root, else one error naming it."
+    spec = importlib.util.spec_from_file_location('icl_evaluate_tool', ROOT / 'tools' / 'icl_evaluate.py')
+    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
+    run = tmp_path / 'cpu' / 'exp' / 'r1'; run.mkdir(parents=True)
+    (run / 'config.json').write_text(json.dumps(dict(task=dict(name='regression', task='linear', d=3, n_points=6), preset='icl-s4d-tiny')))
+    with pytest.raises(SystemExit) as e: tool.main([str(tmp_path), '--runs', str(run), '--device', 'cpu'])
+    assert e.value.code == 2
