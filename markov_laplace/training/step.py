@@ -70,7 +70,10 @@ def step_gradients(loss_fn, R, compile=False):
     "The step's gradient function: (params, buffers, batch), each (R, ...) -> ({name: (R, ...) gradient}, (R,) losses)."
     if R == 1: return one_run(grad_and_value_autograd(torch.compile(loss_fn) if compile else loss_fn))
     fn = vmap(grad_and_value(loss_fn), randomness='different')  # every run: gradient and loss on its own batch (its own dropout masks)
-    return torch.compile(fn) if compile else fn
+    fn = torch.compile(fn) if compile else fn
+    # the parameters detached: `grad` takes its own gradients, and no graph back to the stacked leaves is recorded (nor,
+    # compiled, differentiated: AOTAutograd would ask the backward of every op for a derivative of its own)
+    return lambda p, *rest: fn({k: v.detach() for k, v in p.items()}, *rest)
 
 # %% ../../nbs/training/01_step.ipynb #58574f6a
 def model_reads(model): # -> dict
