@@ -153,10 +153,10 @@ def bench_families(device='cpu', # where the steps run
                    runs=(), # also R runs batched in one step, for each R
                    repeat=20, # timed blocks of steps are repeat // 10 (at least 2)
                    compile='auto', # the trainer's: 'auto' compiles on CUDA
-                   fused=(False,), # the trainer's `fused` (torch's fused AdamW): rows for each value given
                    families=tuple(FAMILY_TARGETS), # preset names without the size
                    seed=0,
                    log=None, # called with each row as it is measured (a long GPU benchmark keeps what it has)
+                   fused=(False,), # the trainer's `fused` (torch's fused AdamW): rows of each value given, labelled 'fused AdamW'
                   ): # one row per measurement: benchmark, shape, ms, target_ms, meets_target
     "Milliseconds per training step of each function-class family, single and batched, with the first step's time."
     rows, cuda = [], torch.device(device).type == 'cuda'
