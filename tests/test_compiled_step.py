@@ -1,5 +1,7 @@
 """The trainer's compiled step (`compile=True`) on the CPU: Mamba-1's fused scan inside it (custom ops opaque to dynamo, the
-vmap rules applied when R runs share the step) compiles as one graph and gives the eager step's numbers (issue 20)."""
+vmap rules applied when R runs share the step) compiles as one graph and gives the eager step's numbers; on CUDA, fused AdamW
+and the compiled step of each family against the eager step (issue 20)."""
+import pytest
 import torch
 import torch._dynamo.utils
 
@@ -29,3 +31,24 @@ def test_compiled_batched_mamba1_step_is_one_graph_with_the_eager_numbers():
     (eager, pe), (comp, pc) = runs[False], runs[True]
     torch.testing.assert_close(comp, eager)  # float32's tolerances: inductor's fused kernels round in another order
     for k in pe: torch.testing.assert_close(pc[k], pe[k])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('family', ['icl-transformer-tiny', 'icl-mamba1-tiny', 'icl-s4d-tiny'])
+def test_fused_adamw_and_the_compiled_step_on_cuda_give_the_eager_numbers(family):
+    """On CUDA (linear layers through `split_linear`, the step captured as a graph, capturable fused AdamW reading a CUDA
+    learning rate: what raised on the H200), in float32, for 1 and 3 runs: fused AdamW, the compiled step, and both,
+    against the eager step with torch's default AdamW."""
+    task = ICLTaskConfig(task='linear', d=5, d_cur=5, n_points=9)
+    cfg = TrainConfig(steps=100, batch=8, device='cuda', lr=1e-3, dtype='float32')
+    over = dict(n_layers=1, **(dict(dropout=0.0) if 's4d' in family else {}))  # no dropout: compiled code draws other masks
+    for R in (1, 3):
+        def losses(**kw):
+            tr = BatchedTrainer([build(family, REGRESSION.model_io(task), seed=s, **over) for s in range(R)], task, cfg,
+                                list(range(R)), **kw)
+            out = []
+            for _ in range(6): tr.step(); out.append(tr.take_losses())  # 3 eager warm-up steps, the capture, replays
+            return torch.tensor(out)
+        eager = losses(graph=False, compile=False)
+        for kw in (dict(fused=True), dict(compile=True), dict(compile=True, fused=True)):
+            torch.testing.assert_close(losses(graph=True, **kw), eager, rtol=1e-3, atol=1e-4, msg=lambda m: f'{family} R={R} {kw}: {m}')
