@@ -156,6 +156,7 @@ def bench_families(device='cpu', # where the steps run
                    families=tuple(FAMILY_TARGETS), # preset names without the size
                    seed=0,
                    log=None, # called with each row as it is measured (a long GPU benchmark keeps what it has)
+                   fused=(False,), # the trainer's `fused` (torch's fused AdamW): rows of each value given, labelled 'fused AdamW'
                   ): # one row per measurement: benchmark, shape, ms, target_ms, meets_target
     "Milliseconds per training step of each function-class family, single and batched, with the first step's time."
     rows, cuda = [], torch.device(device).type == 'cuda'
@@ -168,17 +169,17 @@ def bench_families(device='cpu', # where the steps run
             for n in pairs:
                 task = ICLTaskConfig(task='linear', n_points=n)
                 cfg = TrainConfig(batch=64, device=device, steps=10 ** 6).validate()
-                for R in (1, *runs):
+                for R, fz in [(R, fz) for R in (1, *runs) for fz in fused]:
                     models = [build(family + size, REGRESSION.model_io(task), seed=seed + r) for r in range(R)]
                     what = f'{family}{size} training step, ' + ('single run' if R == 1 else f'{R} runs batched, per run')
                     shape = f'{models[0].n_params():,} parameters, B=64 pairs={n} d=20'
                     t0, tr = time.perf_counter(), None
                     try:
-                        tr = (single_run(models[0], task, cfg, compile=compile) if R == 1 else
-                              BatchedTrainer(models, task, cfg, list(range(R)), prefetch=CUDA_PREFETCH if cuda else 1, compile=compile))
+                        tr = (single_run(models[0], task, cfg, compile=compile, fused=fz) if R == 1 else
+                              BatchedTrainer(models, task, cfg, list(range(R)), prefetch=CUDA_PREFETCH if cuda else 1, compile=compile, fused=fz))
                         tr.step(); sync()
                         first = (time.perf_counter() - t0) * 1e3
-                        what += ' (' + ('compiled, ' if tr.compiled else '') + ('CUDA graph' if tr.graph else 'eager') + ')'
+                        what += ' (' + ('compiled, ' if tr.compiled else '') + ('CUDA graph' if tr.graph else 'eager') + (', fused AdamW' if tr.fused else '') + ')'
                         add(benchmark=f'{what}, first step (setup, compilation, capture)', shape=shape, ms=first, target_ms=None)
                         target = FAMILY_TARGETS[family][R > 1] if cuda and size == '' and R in (1, 3) else None
                         add(benchmark=what, shape=shape, ms=_step_ms(tr, tr.prefetch if cuda else 2, repeat, device), target_ms=target)

@@ -182,3 +182,31 @@ def test_a_vector_task_trains_through_both_trainers():
         pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-4, atol=1e-6)
     assert list(apart[0].columns) == ['step', 'lr', 'train_loss', 'loss', 'least_squares_loss', 'gap']
     assert (apart[0].least_squares_loss < apart[0].loss).all()
+
+
+@pytest.mark.parametrize('R', [1, 3])
+def test_fused_adamw_gives_the_unfused_weights_and_every_gradient_comes_in_its_parameters_layout(R, monkeypatch):
+    """torch's fused AdamW over the stacked parameters (the trainer's `fused`) against its default (foreach) AdamW, graph off:
+    the same weights after a few steps. The linear layers take their CUDA path (`split_linear`, whose weight gradients come out
+    transposed), and still every gradient reaches the optimizer with its parameter's strides: what fused AdamW's CUDA kernel
+    requires (on the H200 it raised 'params, grads, exp_avgs, and exp_avg_sqs must have same dtype, device, and layout')."""
+    import torch.nn.functional as F
+    from markov_laplace.models import layers
+    from markov_laplace.tasks.regression.functions import ICLTaskConfig
+    from markov_laplace.tasks.regression.task import REGRESSION
+    from markov_laplace.training.step import same_layout
+    monkeypatch.setattr(layers, 'linear', lambda x, w, b=None: layers.split_linear(x, w, b) if x.dim() == 3 else F.linear(x, w, b))
+    task, cfg = ICLTaskConfig(task='linear', d=5, d_cur=5, n_points=9), TrainConfig(steps=100, batch=8, device='cpu', lr=1e-3)
+    def trained(fused):
+        tr = BatchedTrainer([build('icl-transformer-tiny', REGRESSION.model_io(task), seed=s) for s in range(R)], task, cfg,
+                            list(range(R)), fused=fused)
+        raw, _ = tr.gradients(tr.batch())
+        assert not all(same_layout(tr.params[k], g) for k, g in raw.items())  # the gradients as computed: some of another layout
+        layouts = []
+        tr.opt.register_step_pre_hook(lambda opt, *_: layouts.append([same_layout(p, p.grad) for g in opt.param_groups for p in g['params']]))
+        for _ in range(4): tr.step()
+        assert len(layouts) == 4 and all(all(step) for step in layouts) and bool(tr.opt.param_groups[0]['fused']) == fused
+        return tr
+    unfused, fused = trained(False), trained(True)
+    for k, p in unfused.params.items():
+        torch.testing.assert_close(fused.params[k], p)  # float32's tolerances: the same update, rounded in another order

@@ -44,3 +44,17 @@ def test_floors_and_bench_show_overall_progress(monkeypatch, capsys):
     assert len(cli._bench(a)) == 4
     err = capsys.readouterr().err
     assert 'bench: 100%' in err and '4/4' in err  # a bar over the parts
+
+
+def test_bench_times_the_families_with_and_without_fused_adamw(monkeypatch):
+    "`bench --fused-optimizer both` asks bench_families for rows of each optimizer, the other options where they were."
+    import inspect
+    seen, signature = {}, inspect.signature(bench.bench_families)
+    def families(*a, **k):
+        seen.update(signature.bind(*a, **k).arguments)
+        return pd.DataFrame(dict(benchmark=['f'], shape=['-'], ms=[1.0]))
+    monkeypatch.setattr(bench, 'bench_families', families)
+    cli._bench(cli._parser().parse_args(['bench', '--no-markov', '--no-icl', '--families', 'icl-s4d', '--fused-optimizer', 'both']))
+    assert seen['fused'] == (False, True) and seen['families'] == ('icl-s4d',) and seen['compile'] == 'auto'
+    cli._bench(cli._parser().parse_args(['bench', '--no-markov', '--no-icl']))
+    assert seen['fused'] == (False,)  # the default: torch's default AdamW only

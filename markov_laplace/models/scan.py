@@ -316,10 +316,29 @@ def _fold(info, in_dims, args):
 
 def _unfold(R, *ts): return tuple(t.reshape(R, t.shape[0] // R, *t.shape[1:]) for t in ts)
 
+_NS = 'markov_laplace' if __name__.startswith('markov_laplace') else 'markov_laplace_' + __name__.strip('_')  # a notebook's own ops beside the package's
+
+@torch.library.custom_op(f'{_NS}::s6_fused_fwd', mutates_args=())
+def _s6_fwd_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, save: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return _impl('fwd')(x, dt, A, B, C, save)
+
+@_s6_fwd_op.register_fake
+def _(x, dt, A, B, C, save): # shapes and dtypes only: what torch.compile traces
+    b, l, d = x.shape
+    return x.new_empty(b, l, d), x.new_empty((b, -(-l // S6_CHUNK), d, A.shape[-1]) if save else (0,), dtype=_compute_dtype(x))
+
+@torch.library.custom_op(f'{_NS}::s6_fused_bwd', mutates_args=())
+def _s6_bwd_op(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, states: torch.Tensor,
+               gy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _impl('bwd')(x, dt, A, B, C, states, gy)
+
+@_s6_bwd_op.register_fake
+def _(x, dt, A, B, C, states, gy): return tuple(t.new_empty(t.shape) for t in (x, dt, A, B, C))
+
 class _S6FusedBackward(torch.autograd.Function):
     "The backward op (no derivative of its own); under vmap the runs fold into the batch, each run with its own A."
     @staticmethod
-    def forward(x, dt, A, B, C, states, gy): return _impl('bwd')(x, dt, A, B, C, states, gy)
+    def forward(x, dt, A, B, C, states, gy): return _s6_bwd_op(x, dt, A, B, C, states, gy)
     @staticmethod
     def setup_context(ctx, inputs, output): pass
     @staticmethod
@@ -331,7 +350,7 @@ class _S6FusedBackward(torch.autograd.Function):
 class _S6Fused(torch.autograd.Function):
     "The fused scan: y and the states it keeps for its backward."
     @staticmethod
-    def forward(x, dt, A, B, C, save): return _impl('fwd')(x, dt, A, B, C, save)
+    def forward(x, dt, A, B, C, save): return _s6_fwd_op(x, dt, A, B, C, save)
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs[:5], output[1])
@@ -343,6 +362,7 @@ class _S6Fused(torch.autograd.Function):
         y, states = _S6Fused.apply(*_fold(info, in_dims, (x, dt, A, B, C, save)))
         return (*_unfold(info.batch_size, y, states),) if save else (_unfold(info.batch_size, y)[0], states), (0, 0 if save else None)
 
+@torch.compiler.allow_in_graph  # compiled, a call in the graph: traced by its ops' shapes, its vmap rules applied
 def s6_fused(x, dt, A, B, C):
     "The diagonal-decay scan as one fused op (a Triton kernel on CUDA, forward and backward); same result as `s6_sequential`."
     A = A[None] if A.dim() == 2 else A  # (groups, d, n): one A for the whole batch here

@@ -85,16 +85,18 @@ def decay_names(model):
     ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     return {name for name, p in model.named_parameters() if id(p) in ids}
 
-def adamw(params, decay, cfg, capturable=False):
+def adamw(params, decay, cfg, capturable=False,
+          fused=False): # torch's fused kernel (one launch per dtype and device) instead of its multi-tensor `foreach` ops
     "The protocol's AdamW over named parameters {name: tensor}, weight decay on the names in `decay` only."
     return torch.optim.AdamW([dict(params=[p for n, p in params.items() if n in decay], weight_decay=cfg.weight_decay),
                               dict(params=[p for n, p in params.items() if n not in decay], weight_decay=0.0)],
-                             lr=cfg.lr, betas=(0.9, 0.95), capturable=capturable)  # capturable: state on the GPU, for CUDA graphs
+                             lr=cfg.lr, betas=(0.9, 0.95), capturable=capturable,  # capturable: state on the GPU, for CUDA graphs
+                             fused=fused or None)  # None, not False: False would also turn off torch's default, foreach
 
-def optimizer(params, decay, cfg, capturable=False):
+def optimizer(params, decay, cfg, capturable=False, fused=False):
     "The config's optimizer over named parameters {name: tensor}: the protocol's `adamw`, or Adam with torch's default betas and no weight decay."
-    if cfg.optimizer == 'adamw': return adamw(params, decay, cfg, capturable)
-    return torch.optim.Adam(list(params.values()), lr=cfg.lr, capturable=capturable)  # betas (0.9, 0.999), eps 1e-8: torch's defaults
+    if cfg.optimizer == 'adamw': return adamw(params, decay, cfg, capturable, fused)
+    return torch.optim.Adam(list(params.values()), lr=cfg.lr, capturable=capturable, fused=fused or None)  # betas (0.9, 0.999), eps 1e-8: torch's defaults
 
 # %% ../../nbs/training/00_config.ipynb #09e257d4
 def _autocast(device, dtype):

@@ -59,20 +59,20 @@ def task_evaluators(tasks, cfg, device):
 # %% ../../nbs/training/02_loop.ipynb #9ed4b126
 CUDA_PREFETCH = 50 # steps of data drawn at once by a single run on CUDA (and by the GPU sweeps)
 
-def train_batched(models, tasks, cfg, seeds, *, prefetch=1, graph='auto', compile=False, evaluators=None, progress=True,
+def train_batched(models, tasks, cfg, seeds, *, prefetch=1, graph='auto', compile=False, fused=False, evaluators=None, progress=True,
                   ckpt=None, # a checkpoint file, written at every evaluation; an interrupted call resumes from it
                   callback=None, # called as callback(step) after every step
                  ): # (R histories, R trained models)
     "Train R runs of the same shapes in one vmapped (and, on CUDA, graph-captured) step."
-    tr = BatchedTrainer(models, tasks, cfg, seeds, prefetch=prefetch, graph=graph, compile=compile)
+    tr = BatchedTrainer(models, tasks, cfg, seeds, prefetch=prefetch, graph=graph, compile=compile, fused=fused)
     evs = evaluators if evaluators is not None else task_evaluators(tr.tasks, tr.cfg, tr.device)
     return fit(tr, evs, ckpt=ckpt, progress=progress, callback=callback), tr.write_back()
 
-def single_run(model, task, cfg, *, graph='auto', compile='auto', prefetch='auto'): # a BatchedTrainer of R = 1
+def single_run(model, task, cfg, *, graph='auto', compile='auto', prefetch='auto', fused=False): # a BatchedTrainer of R = 1
     "The trainer of one run, as `train` builds it: 'auto' is the fast path on CUDA (graph, compiled, CUDA_PREFETCH) and the eager step elsewhere."
     cuda = torch.device(cfg.validate().resolved_device()).type == 'cuda'
     if prefetch == 'auto': prefetch = CUDA_PREFETCH if cuda else 1
-    return BatchedTrainer([model], task, cfg, [cfg.seed], prefetch=prefetch, graph=graph, compile=compile)
+    return BatchedTrainer([model], task, cfg, [cfg.seed], prefetch=prefetch, graph=graph, compile=compile, fused=fused)
 
 # %% ../../nbs/training/02_loop.ipynb #20f1c95c
 def train(model, # called as model(inputs) -> output; moved to the config's device

@@ -1,0 +1,54 @@
+"""The trainer's compiled step (`compile=True`) on the CPU: Mamba-1's fused scan inside it (custom ops opaque to dynamo, the
+vmap rules applied when R runs share the step) compiles as one graph and gives the eager step's numbers; on CUDA, fused AdamW
+and the compiled step of each family against the eager step (issue 20)."""
+import pytest
+import torch
+import torch._dynamo.utils
+
+from markov_laplace.models.registry import build
+from markov_laplace.tasks.regression.functions import ICLTaskConfig
+from markov_laplace.tasks.regression.task import REGRESSION
+from markov_laplace.training.config import TrainConfig
+from markov_laplace.training.step import BatchedTrainer
+
+
+def test_compiled_batched_mamba1_step_is_one_graph_with_the_eager_numbers():
+    "3 runs of tiny one-layer Mamba-1 in one vmapped step: compiled (~20 s on one core) against eager, 4 steps."
+    task, cfg = ICLTaskConfig(task='linear', d=5, d_cur=5, n_points=9), TrainConfig(steps=100, batch=8, device='cpu', lr=1e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors; a busy machine's second core is not taken from others
+    try:
+        runs = {}
+        for compiled in (False, True):
+            torch._dynamo.utils.counters.clear()
+            tr = BatchedTrainer([build('icl-mamba1-tiny', REGRESSION.model_io(task), seed=s, n_layers=1) for s in range(3)],
+                                task, cfg, [0, 1, 2], compile=compiled)
+            losses = []
+            for _ in range(4): tr.step(); losses.append(tr.take_losses())
+            runs[compiled] = torch.tensor(losses), tr.params
+        assert not torch._dynamo.utils.counters['graph_break'] and torch._dynamo.utils.counters['stats']['unique_graphs'] == 1
+    finally: torch.set_num_threads(threads)
+    (eager, pe), (comp, pc) = runs[False], runs[True]
+    torch.testing.assert_close(comp, eager)  # float32's tolerances: inductor's fused kernels round in another order
+    for k in pe: torch.testing.assert_close(pc[k], pe[k])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('family', ['icl-transformer-tiny', 'icl-mamba1-tiny', 'icl-s4d-tiny'])
+def test_fused_adamw_and_the_compiled_step_on_cuda_give_the_eager_numbers(family):
+    """On CUDA (linear layers through `split_linear`, the step captured as a graph, capturable fused AdamW reading a CUDA
+    learning rate: what raised on the H200), in float32, for 1 and 3 runs: fused AdamW, the compiled step, and both,
+    against the eager step with torch's default AdamW."""
+    task = ICLTaskConfig(task='linear', d=5, d_cur=5, n_points=9)
+    cfg = TrainConfig(steps=100, batch=8, device='cuda', lr=1e-3, dtype='float32')
+    over = dict(n_layers=1, **(dict(dropout=0.0) if 's4d' in family else {}))  # no dropout: compiled code draws other masks
+    for R in (1, 3):
+        def losses(**kw):
+            tr = BatchedTrainer([build(family, REGRESSION.model_io(task), seed=s, **over) for s in range(R)], task, cfg,
+                                list(range(R)), **kw)
+            out = []
+            for _ in range(6): tr.step(); out.append(tr.take_losses())  # 3 eager warm-up steps, the capture, replays
+            return torch.tensor(out)
+        eager = losses(graph=False, compile=False)
+        for kw in (dict(fused=True), dict(compile=True), dict(compile=True, fused=True)):
+            torch.testing.assert_close(losses(graph=True, **kw), eager, rtol=1e-3, atol=1e-4, msg=lambda m: f'{family} R={R} {kw}: {m}')
