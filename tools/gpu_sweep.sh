@@ -8,7 +8,7 @@
 # Then, on your machine: python3 tools/collect_runs.py /work/.device/N/runs.tgz   (see GPU.md)
 # The sweep is found by the process id written at start, never by matching command lines. runs.tgz holds only
 # what changed since the last `wait` (runs finished since, at any depth under runs/; current checkpoints), under the tool's
-# 16 MiB per file: regression runs (runs/icl/) come back without weights and checkpoints (git-ignored, too large).
+# 16 MiB per file (and runs/timeline*.csv, a --timeline under runs/, beside it): regression runs (runs/icl/) come back without weights and checkpoints (git-ignored, too large).
 set -u
 W=${SWEEP_DIR:-/tmp}; REPO=$W/repo PID=$W/sweep.pid MARK=$W/sweep.mark LOG=$W/sweep.log
 running() { [ -f "$PID" ] && kill -0 "$(cat "$PID")" 2>/dev/null; }
@@ -37,6 +37,7 @@ case "${1:-}" in
     mv $MARK.next "$MARK"
     # regression weights and checkpoints (~40 MB a run, GBs a group) are git-ignored and over the 16 MiB per file: they stay
     tar czf "${OUT:-/tmp}/runs.tgz" --exclude=.lock --exclude='runs/icl/*/model.pt' --exclude='runs/icl/*/ckpt*' -T $W/sweep.list && cp $LOG "${OUT:-/tmp}/"
+    cp runs/timeline*.csv "${OUT:-/tmp}/" 2>/dev/null   # the sweep's --timeline, when it was given one under runs/
     echo "in runs.tgz: $(grep -c . $W/sweep.list) paths; sweep running: $(running && echo yes || echo no)";;
   stop)
     running && kill -INT -- -"$(cat "$PID")"; sleep 5; running && kill -- -"$(cat "$PID")"
