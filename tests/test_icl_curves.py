@@ -144,3 +144,11 @@ def test_no_verdict_flips_between_two_prompt_seeds():
     assert not any({'reproduced', 'not reproduced'} <= s for s in per), per[per.map(lambda s: len(s) > 1)]
     st = stable_verdicts(v).set_index(['task', 'label', 'k', 'paper'])
     assert (st.loc[per[per.map(len) > 1].index].verdict == 'inconclusive').all()
+
+
+def test_every_paper_number_is_scored_on_two_seeds():
+    "Each of Garg et al.'s baseline numbers has our score of its setting at its k on seeds 0 and 1, on more prompts than the paper's."
+    checks = pd.read_csv(ICL / 'paper_checks.csv')
+    for t, label, k, *_ in PAPER_BASELINES:
+        got = checks[(checks.task == t) & (checks.label == label) & (checks.k == k)]
+        assert sorted(got.seed) == [0, 1] and (got.n_prompts > 1280).all(), (t, label, k)

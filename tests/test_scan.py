@@ -152,7 +152,10 @@ def test_fused_triton_kernels_match_their_twin(length, dtype, tol):
     y1, s1 = _s6_fused_fwd_triton(*[t.cuda() for t in (x, dt, A, B, C)], True)
     g1 = _s6_fused_bwd_triton(*[t.cuda() for t in (x, dt, A, B, C, s1, gy)])
     assert _rel(y1.double().cpu(), y0) <= tol and _rel(s1.double().cpu(), s0) <= 1e-5
-    for a, b_ in zip(g1, g0): assert _rel(a.double().cpu(), b_) <= tol
+    # a gradient that is exactly 0 (dA at length 1: no earlier state) comes back as float32 round-off, since the kernel
+    # forms a_t h_{t-1} as h_t - u_t: judge every gradient against the scale of the largest one
+    scale = max(b_.norm() for b_ in g0)
+    for a, b_ in zip(g1, g0): assert ((a.double().cpu() - b_).norm() / torch.maximum(b_.norm(), scale * tol)).item() <= tol
 
 
 @pytest.mark.gpu

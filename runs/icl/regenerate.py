@@ -1,7 +1,10 @@
 """How runs/icl/{baselines,paired,paper_checks,posterior_k2_blocks}.csv were regenerated (issue 19); run from the repository root.
 
 python runs/icl/regenerate.py STEP OUT_DIR JOBS DEVICE, STEP one of: curves, lasso, paired, checks, blocks.
-The curves CSV in OUT_DIR starts as a copy of runs/icl/baselines.csv: the methods not recomputed keep their rows and settings."""
+The curves CSV in OUT_DIR starts as a copy of runs/icl/baselines.csv: the methods not recomputed keep their rows and settings.
+paper_checks.csv is the concatenation of `checks` per task; its relu_net rows (the GD-trained nets, 2 x 2,560 nets of 5,000
+Adam steps each, at k = 100) came from `python runs/icl/regenerate.py checks OUT 1 cpu relu_net` on one thread of a 2-core CPU
+(OMP_NUM_THREADS=1, 620 s), appended to the file."""
 import os, shutil, sys, time
 from pathlib import Path
 
