@@ -157,11 +157,14 @@ class BatchedTrainer:
         self.loss_sum, self.n_losses = torch.zeros(R, device=dev), 0  # each run's first non-finite loss, the step as the device counts it
         self.bad_step, self.bad_loss, self.step_t = torch.full((R,), -1, device=dev), torch.zeros(R, device=dev), torch.zeros((), dtype=torch.long, device=dev)
         self.x, self.n_steps, self.warmup, self._graph, self._queue, self._eager = None, 0, warmup, None, [], 0
+        self._window = None  # (first step, the generators' states) where the queued data's draw began: what a checkpoint keeps of it
 
 # %% ../../nbs/training/01_step.ipynb #ce8432e5
 @patch
-def _draw(self: BatchedTrainer): # the next `prefetch` steps of data: a list of batches, each a tuple of (R, B, ...) tensors
-    B, K, first = self.cfg.batch, self.prefetch, self.n_steps + len(self._queue)
+def _draw(self: BatchedTrainer, first=None): # the step the window starts at (None: after what is queued)
+    # -> the next `prefetch` steps of data: a list of batches, each a tuple of (R, B, ...) tensors
+    B, K = self.cfg.batch, self.prefetch
+    first = self.n_steps + len(self._queue) if first is None else first
     def draws(task, g): # K * B examples of one run, each step's from its step's config; consecutive steps of one config in one call
         configs = [self.spec.step_config(task, first + k, self.cfg.steps) for k in range(K)]
         parts = [self.spec.train_batch(c, len(list(same)) * B, g, self.device) for c, same in itertools.groupby(configs)]
@@ -173,7 +176,9 @@ def _draw(self: BatchedTrainer): # the next `prefetch` steps of data: a list of 
 @patch
 def batch(self: BatchedTrainer): # the next step's batch: a tuple of (R, B, ...) tensors
     "The next step's batch, from the queue of prefetched steps."
-    if not self._queue: self._queue = self._draw()
+    if not self._queue:
+        self._window = (self.n_steps, [g.get_state() for g in self.gens])  # a checkpoint draws this window again from here
+        self._queue = self._draw()
     return self._queue.pop(0)
 
 # %% ../../nbs/training/01_step.ipynb #5434c3bd
@@ -269,9 +274,14 @@ def restore_checkpoint(path, # a checkpoint written by `save_torch`
 # %% ../../nbs/training/01_step.ipynb #6cc8cfae
 @patch
 def state_dict(self: BatchedTrainer): # tensors and plain values
-    "What a checkpoint holds of the trainer: weights, AdamW, generators, step, queued data."
+    "What a checkpoint holds of the trainer: weights, AdamW, generators, step, and the prefetch window it is inside (not its data)."
+    window = None
+    if self._queue:  # inside a window: its first step, the generators' states before its draw, the steps taken from it
+        first, gens = self._window
+        assert self.n_steps - first + len(self._queue) == self.prefetch, 'the queue is one window'
+        window = dict(first=first, gens=gens, taken=self.n_steps - first)
     return dict(params={k: v.detach().clone() for k, v in self.params.items()}, opt=self.opt.state_dict(),
-                gens=[g.get_state() for g in self.gens], n_steps=self.n_steps, queue=list(self._queue))
+                gens=[g.get_state() for g in self.gens], n_steps=self.n_steps, window=window)
 
 @patch
 @torch.no_grad()
@@ -284,8 +294,13 @@ def load_state_dict(self: BatchedTrainer, state): # call before the first step
         group.update(fused=self.fused or None, capturable=self.graph, **({'lr': self.lr} if self.graph else {}))
     for p, st in self.opt.state.items():  # the step count where torch keeps it under these settings: the parameter's device, else the CPU
         if 'step' in st: st['step'] = st['step'].to(p.device, torch.float32) if self.fused or self.graph else st['step'].cpu()
+    self.n_steps, self._queue, w = int(state['n_steps']), [], state.get('window')
+    if w is not None:  # the window it was inside, drawn again from the same generator states: the same data, never stored
+        for g, st in zip(self.gens, w['gens']): g.set_state(st.cpu())
+        self._window = (int(w['first']), [st.cpu() for st in w['gens']])
+        self._queue = self._draw(int(w['first']))[int(w['taken']):]
+    elif state.get('queue'): self._queue = [tuple(t.to(self.device) for t in q) for q in state['queue']]  # an older checkpoint: the data itself
     for g, st in zip(self.gens, state['gens']): g.set_state(st.cpu())
-    self.n_steps, self._queue = int(state['n_steps']), [tuple(t.to(self.device) for t in q) for q in state['queue']]
     self.step_t.fill_(self.n_steps)
 
 # %% ../../nbs/training/01_step.ipynb #62ab6db4
