@@ -101,6 +101,29 @@ def test_gpu_sweep_brings_back_runs_at_any_depth_without_regression_weights(tmp_
     assert 'runs/fig1/order=1/model.pt' in names and not any(n.startswith('runs/fig1/order=2') for n in names)  # Markov weights are committed
 
 
+
+def test_a_large_runs_tgz_comes_back_in_parts_that_collect_runs_reads(tmp_path):
+    "Over 15 MiB (a group's checkpoint), gpu_sweep.sh wait splits runs.tgz into parts under the tool's 16 MiB per file; collect_runs reads them all."
+    run = tmp_path / 'repo/runs/fig1/order=1_seed=0'; run.mkdir(parents=True)
+    (run / 'config.json').write_text((ROOT / 'runs/fig1/order=1_preset=mamba_seed=0/config.json').read_text())
+    import torch
+    noise = torch.randint(0, 256, (17 * 2 ** 20,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))  # incompressible
+    torch.save({'noise': noise}, run / 'ckpt-group.pt'); (run / 'ckpt-group.json').write_text('{}')
+    blob = (run / 'ckpt-group.pt').read_bytes()
+    (tmp_path / 'sweep.mark').touch(); os.utime(tmp_path / 'sweep.mark', (2, 2))
+    out = tmp_path / 'out'; out.mkdir()
+    r = subprocess.run(['bash', str(ROOT / 'tools' / 'gpu_sweep.sh'), 'wait', '1'], capture_output=True, text=True,
+                       env={**os.environ, 'SWEEP_DIR': str(tmp_path), 'OUT': str(out)}, timeout=60)
+    assert r.returncode == 0 and 'runs.tgz in 2 parts' in r.stdout, r.stdout + r.stderr
+    assert sorted(p.name for p in out.iterdir() if 'runs' in p.name) == ['runs.tgz.part0', 'runs.tgz.part1']
+    assert all(p.stat().st_size <= 16 * 2 ** 20 for p in out.iterdir())
+    spec = importlib.util.spec_from_file_location('collect_runs', ROOT / 'tools' / 'collect_runs.py')
+    cr = importlib.util.module_from_spec(spec); spec.loader.exec_module(cr)
+    dest = tmp_path / 'checkout'
+    finished, resumable, broken = cr.collect(out / 'runs.tgz.part1', root=dest)  # any part names the whole
+    assert (finished, resumable, broken) == (0, 1, [])
+    assert (dest / 'runs/fig1/order=1_seed=0/ckpt-group.pt').read_bytes() == blob
+
 @pytest.mark.gpu
 def test_the_evaluations_run_on_cuda(tmp_path):
     "The cpu-scale run trained on the CPU (its grid says so), its evaluations on the GPU, as on the device machine."

@@ -1,5 +1,8 @@
 """Merge run directories from GPU tarballs into runs/: `python3 tools/collect_runs.py TGZ [TGZ ...]`.
 
+A tarball over the device tool's 16 MiB per file comes back in parts (runs.tgz.part0, .part1, ...: gpu_sweep.sh
+splits it); name any one part and all of them are read, in order.
+
 Run directories at any depth under the tarball's runs/ (runs/<exp>/<run>/, runs/icl/<scale>/<exp>/<run>/).
 
 Keeps, from each tarball, the run directories that finished (they hold summary.json) and the
@@ -8,6 +11,7 @@ so that the next sweep resumes them. A finished run never takes a checkpoint alo
 is already finished here is left as it is. "Finished" is the run store's (`store.run_state`): a run
 whose files do not parse or lack a field is broken, never taken, and listed.
 """
+import re
 import shutil
 import sys
 import tarfile
@@ -27,11 +31,22 @@ def run_dirs(runs): # a runs/ folder -> the directories that hold a run's or a g
     return sorted({p.parent for n in names for p in runs.rglob(n) if not any(q.startswith('.') for q in p.relative_to(runs).parts)})
 
 
+def parts(tgz): # a tarball, or one of its parts -> the files that make it, in order
+    p = Path(tgz)
+    if not re.search(r'\.part\d+$', p.name): return [p]
+    stem = p.name.rsplit('.part', 1)[0]
+    return sorted(p.parent.glob(stem + '.part*'), key=lambda q: int(q.name.rsplit('.part', 1)[1]))
+
+
 def collect(tgz, root=ROOT):
     finished = resumable = 0
     broken = []
     with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(tgz) as tar: tar.extractall(tmp, filter='data')
+        whole = Path(tmp) / 'whole.tgz'
+        with open(whole, 'wb') as out:
+            for part in parts(tgz): out.write(part.read_bytes())
+        with tarfile.open(whole) as tar: tar.extractall(Path(tmp) / 'x', filter='data')
+        tmp = str(Path(tmp) / 'x')
         for run in run_dirs(Path(tmp, 'runs')):
             dest = root / 'runs' / run.relative_to(Path(tmp, 'runs'))
             (here, why_here), (there, why) = run_state(dest), run_state(run)

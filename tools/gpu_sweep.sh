@@ -3,6 +3,7 @@
 #   . tools/gpu_env.sh; bash tools/gpu_sweep.sh start grids/fig10.yaml ... --engine python --batch --prefetch 50 --compile --workers 3
 #   bash tools/gpu_sweep.sh wait 540     # in every call: wait (at most N s), then put runs.tgz and sweep.log in $OUT
 #   bash tools/gpu_sweep.sh stop
+# MPS=1 on start runs the workers under CUDA MPS (one GPU shared at once, not in time slices), where the machine has it.
 # `start` passes its arguments to `markov-laplace sweep` (GPU.md: the workers, the Dask cluster). FRESH=1 copies
 # the checkout without runs/, so that every run trains again (to time a whole reproduction).
 # Then, on your machine: python3 tools/collect_runs.py /work/.device/N/runs.tgz   (see GPU.md)
@@ -20,6 +21,11 @@ case "${1:-}" in
     tar c --exclude=./.git $([ "${FRESH:-0}" = 1 ] && echo --exclude=./runs) . | tar x -C "$REPO"; mkdir -p "$REPO/runs"
     [ -f .commit ] && export MARKOV_LAPLACE_COMMIT=$(cat .commit)  # the copy has no .git: the commit summaries record
     echo "start $(date -u +%FT%TZ) $*" >> $LOG
+    if [ "${MPS:-0}" = 1 ]; then  # CUDA MPS: the workers' kernels run on the GPU at once instead of in turns (time slices)
+      export CUDA_MPS_PIPE_DIRECTORY=$W/mps-pipe CUDA_MPS_LOG_DIRECTORY=$W/mps-log; mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+      if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d; then echo "mps: daemon started" | tee -a $LOG
+      else echo "mps: nvidia-cuda-mps-control is not here or did not start: the workers share the GPU by time slices" | tee -a $LOG; fi
+    fi
     cd "$REPO"
     PYTHONPATH=/tmp/site:$REPO setsid nohup python3 -m markov_laplace sweep "$@" --root "$REPO/runs" >> $LOG 2>&1 < /dev/null &
     echo $! > "$PID"
@@ -38,9 +44,14 @@ case "${1:-}" in
     # regression weights and checkpoints (~40 MB a run, GBs a group) are git-ignored and over the 16 MiB per file: they stay
     tar czf "${OUT:-/tmp}/runs.tgz" --exclude=.lock --exclude='runs/icl/*/model.pt' --exclude='runs/icl/*/ckpt*' -T $W/sweep.list && cp $LOG "${OUT:-/tmp}/"
     cp runs/timeline*.csv "${OUT:-/tmp}/" 2>/dev/null   # the sweep's --timeline, when it was given one under runs/
+    if [ "$(stat -c %s "${OUT:-/tmp}/runs.tgz")" -gt 15728640 ]; then  # over the tool's 16 MiB per file: parts of 15 MiB
+      rm -f "${OUT:-/tmp}"/runs.tgz.part*; split -b 15M -d -a 1 "${OUT:-/tmp}/runs.tgz" "${OUT:-/tmp}/runs.tgz.part" && rm "${OUT:-/tmp}/runs.tgz"
+      echo "runs.tgz in $(ls "${OUT:-/tmp}"/runs.tgz.part* | wc -l) parts (collect_runs.py reads them all)"
+    fi
     echo "in runs.tgz: $(grep -c . $W/sweep.list) paths; sweep running: $(running && echo yes || echo no)";;
   stop)
     running && kill -INT -- -"$(cat "$PID")"; sleep 5; running && kill -- -"$(cat "$PID")"
+    [ -d $W/mps-pipe ] && echo quit | CUDA_MPS_PIPE_DIRECTORY=$W/mps-pipe nvidia-cuda-mps-control 2>/dev/null
     echo "stop $(date -u +%FT%TZ)" >> $LOG;;
   *) echo "usage: bash tools/gpu_sweep.sh start GRID... [SWEEP FLAGS] | wait [SECONDS] | stop"; exit 2;;
 esac
