@@ -210,3 +210,26 @@ def test_fused_adamw_gives_the_unfused_weights_and_every_gradient_comes_in_its_p
     unfused, fused = trained(False), trained(True)
     for k, p in unfused.params.items():
         torch.testing.assert_close(fused.params[k], p)  # float32's tolerances: the same update, rounded in another order
+
+
+def test_dropout_masks_come_from_the_runs_seeds_and_resume_from_a_checkpoint(tmp_path):
+    "S4D's dropout draws from the process's generator under vmap: the trainer seeds it from its runs and checkpoints it, so what ran before in the process changes nothing."
+    from markov_laplace.tasks.regression.functions import ICLTaskConfig
+    from markov_laplace.tasks.regression.task import REGRESSION
+    from markov_laplace.training.step import load_checkpoint, save_checkpoint
+    task, cfg = ICLTaskConfig(task='linear', d=3, d_cur=3, n_points=5), TrainConfig(steps=50, batch=4, device='cpu', lr=3e-3)
+    def trainer(): return BatchedTrainer([build('icl-s4d-tiny', REGRESSION.model_io(task), seed=s, n_layers=1) for s in (0, 1)], task, cfg, [0, 1])
+    def steps(tr, n):
+        for _ in range(n): tr.step()
+        return {k: v.detach().clone() for k, v in tr.params.items()}
+    a = steps(trainer(), 4)
+    torch.rand(1000)  # other draws in the process in between
+    b = steps(trainer(), 4)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    tr = trainer(); torch.manual_seed(12345)  # the same runs with other masks: dropout acts, so the numbers move
+    c = steps(tr, 4)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    whole = trainer(); steps(whole, 2); save_checkpoint(tmp_path / 'ckpt.pt', whole, [[], []]); w = steps(whole, 2)
+    torch.rand(1000)
+    resumed = trainer(); load_checkpoint(tmp_path / 'ckpt.pt', resumed); r = steps(resumed, 2)
+    assert all(torch.equal(w[k], r[k]) for k in w)  # the masks after the checkpoint are those of the run that went on

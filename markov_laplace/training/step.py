@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['same_layout', 'as_layout', 'run_loss', 'grad_and_value_autograd', 'one_run', 'step_gradients', 'model_reads',
-           'check_model_io', 'run_tasks', 'trainer_options', 'stack_runs', 'BatchedTrainer', 'restore_checkpoint',
-           'save_checkpoint', 'load_checkpoint']
+           'check_model_io', 'run_tasks', 'trainer_options', 'stack_runs', 'step_rng_seed', 'step_rng_state',
+           'set_step_rng_state', 'BatchedTrainer', 'restore_checkpoint', 'save_checkpoint', 'load_checkpoint']
 
 # %% ../../nbs/training/01_step.ipynb #b425d65b
 import dataclasses
@@ -127,6 +127,24 @@ def stack_runs(models, device):
         for n, p in m.named_parameters(): p.data = params[n].detach()[r]
     return models, params, buffers
 
+# %% ../../nbs/training/01_step.ipynb #503e7434
+def step_rng_seed(seeds, # the runs' data seeds, in the group's order
+                 ): # the seed of the process's generator for a trainer of these runs
+    "A seed for the step's own draws, a function of the runs' seeds (and their order) alone."
+    h = 0
+    for s in seeds: h = (h * 1_000_003 + int(s) + 1) % (2 ** 63 - 1)
+    return h
+
+def step_rng_state(device): # -> the process's generator state where the step draws: the CPU's, and the device's on CUDA
+    "The state a checkpoint keeps of the process's generator (dropout under vmap draws from it)."
+    dev = torch.device(device)
+    return dict(cpu=torch.get_rng_state(), cuda=torch.cuda.get_rng_state(dev) if dev.type == 'cuda' else None)
+
+def set_step_rng_state(device, state):
+    "Put back `step_rng_state`."
+    torch.set_rng_state(state['cpu'].cpu())
+    if state.get('cuda') is not None and torch.device(device).type == 'cuda': torch.cuda.set_rng_state(state['cuda'].cpu(), torch.device(device))
+
 # %% ../../nbs/training/01_step.ipynb #cdede015
 class BatchedTrainer:
     "R runs of one architecture as one set of stacked parameters: `step()` trains every run once. A single run is R = 1."
@@ -152,6 +170,7 @@ class BatchedTrainer:
         if self.graph:
             for group in self.opt.param_groups: group['lr'] = self.lr
         self.gens = [torch.Generator(device=self.device).manual_seed(s + 1) for s in seeds]
+        torch.manual_seed(step_rng_seed(seeds))  # the step's own draws (dropout): the process's generator, seeded by the runs
         self._grads = step_gradients(run_loss(self.base, self.spec, self.device, cfg.dtype), self.R, self.compiled)
         R, dev = self.R, self.device  # what a step adds to, on the device: training losses since the last `take_losses`,
         self.loss_sum, self.n_losses = torch.zeros(R, device=dev), 0  # each run's first non-finite loss, the step as the device counts it
@@ -281,7 +300,7 @@ def state_dict(self: BatchedTrainer): # tensors and plain values
         assert self.n_steps - first + len(self._queue) == self.prefetch, 'the queue is one window'
         window = dict(first=first, gens=gens, taken=self.n_steps - first)
     return dict(params={k: v.detach().clone() for k, v in self.params.items()}, opt=self.opt.state_dict(),
-                gens=[g.get_state() for g in self.gens], n_steps=self.n_steps, window=window)
+                gens=[g.get_state() for g in self.gens], n_steps=self.n_steps, window=window, step_rng=step_rng_state(self.device))
 
 @patch
 @torch.no_grad()
@@ -301,6 +320,7 @@ def load_state_dict(self: BatchedTrainer, state): # call before the first step
         self._queue = self._draw(int(w['first']))[int(w['taken']):]
     elif state.get('queue'): self._queue = [tuple(t.to(self.device) for t in q) for q in state['queue']]  # an older checkpoint: the data itself
     for g, st in zip(self.gens, state['gens']): g.set_state(st.cpu())
+    if state.get('step_rng') is not None: set_step_rng_state(self.device, state['step_rng'])  # older checkpoints: none kept
     self.step_t.fill_(self.n_steps)
 
 # %% ../../nbs/training/01_step.ipynb #62ab6db4
