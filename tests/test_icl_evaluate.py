@@ -78,3 +78,16 @@ def test_evaluations_on_cuda_match_the_cpu():
         gpu_probe, gpu_ood = probe_table(m, preset, cfg, n_prompts=32, gd_steps=0), ood_curves(m, preset, cfg, 32, settings=[('skewed', None)])
         pd.testing.assert_frame_equal(cpu_probe, gpu_probe, check_exact=False, rtol=3e-3, atol=1e-5)
         pd.testing.assert_frame_equal(cpu_ood, gpu_ood, check_exact=False, rtol=3e-3, atol=1e-5)
+
+
+def test_the_committed_cpu_runs_carry_their_evaluations():
+    "Every committed cpu-scale run of icl_main has the evaluations that apply to its task (tools/icl_evaluate.py), each with rows."
+    import pandas as pd
+    from pathlib import Path
+    runs = sorted((Path(__file__).resolve().parents[1] / 'runs/icl/cpu/icl_main').glob('*/summary.json'))
+    assert len(runs) == 15
+    want = {'linear': {'ood', 'cross', 'excess', 'probe'}, 'skewed_linear': {'excess', 'probe'}, 'sparse_linear': {'excess', 'probe'},
+            'relu_net': {'cross', 'probe'}, 'decision_tree': {'probe'}}
+    for s in runs:
+        task = s.parent.name.split('task=')[1].split('_preset=')[0]
+        for name in want[task]: assert len(pd.read_csv(s.parent / f'{name}.csv')) > 0, (s.parent.name, name)

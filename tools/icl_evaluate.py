@@ -7,7 +7,7 @@ optimum) and `probe.csv` (every run: Grazzi et al.'s probe per depth, with GD it
 functions are `markov_laplace.analysis.icl_evaluate`; the figure notebooks in `nbs/paper_icl/` read these files.
 
     python tools/icl_evaluate.py runs/icl --device cuda            # every run, every evaluation
-    python tools/icl_evaluate.py runs/icl/cpu --experiment icl_main --probe-prompts 32   # the CPU scale
+    python tools/icl_evaluate.py runs/icl/cpu --experiment icl_main --probe-prompts 256   # the CPU scale (the committed CSVs: weights kept by a rerun into a scratch root)
     python tools/icl_evaluate.py runs/icl/gpu --runs runs/icl/gpu/icl_main/RUN ... --device cuda   # these runs only
 """
 import argparse
