@@ -278,6 +278,7 @@ def _parser():
     s.add_argument('--prefetch', type=_int_at_least(1), default=1, help='batched runs: steps of data drawn at once (1: the data of separate runs)')
     s.add_argument('--max-batch', type=_int_at_least(1), default=64, help='batched runs: at most this many runs in one step')
     s.add_argument('--compile', action='store_true', help='batched runs: torch.compile the step (inductor fuses it)')
+    s.add_argument('--fused-optimizer', action='store_true', help="batched runs: torch's fused AdamW kernel (the same numbers up to rounding)")
     s.add_argument('--quiet', action='store_true', help='no progress bars')
     s.add_argument('--only', nargs='+', default=None, metavar='GLOB', help="only the runs whose directory under runs/ matches one of these glob patterns, e.g. 'icl/gpu/icl_main/*icl-mamba1*' (a subset of a grid's runs or groups)")
     s.add_argument('--list', action='store_true', help='print the units of work (batched groups with --batch) and the state of each run, then stop')
@@ -452,7 +453,7 @@ def _cmd_sweep(a): # the parsed arguments of `sweep`
         try:
             with runs_progress([c.out_dir for _, c in cells], disable=a.quiet or not client_bar):
                 run_sweep(grids, engine=a.engine, root=root, shard=a.shard, scale=a.scale, progress=not (a.quiet or client_bar), batch=a.batch,
-                          prefetch=a.prefetch, max_batch=a.max_batch, compile=a.compile, workers=a.workers, scheduler=a.scheduler, gpus=a.gpus,
+                          prefetch=a.prefetch, max_batch=a.max_batch, compile=a.compile, fused=a.fused_optimizer, workers=a.workers, scheduler=a.scheduler, gpus=a.gpus,
                           shared=not a.no_shared_fs, timeline=a.timeline, restart_broken=a.restart_broken, only=a.only)
         finally:
             if a.gpu_time: _record_gpu_time(a, grids, root, before, t0)

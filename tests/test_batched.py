@@ -233,3 +233,21 @@ def test_dropout_masks_come_from_the_runs_seeds_and_resume_from_a_checkpoint(tmp
     torch.rand(1000)
     resumed = trainer(); load_checkpoint(tmp_path / 'ckpt.pt', resumed); r = steps(resumed, 2)
     assert all(torch.equal(w[k], r[k]) for k in w)  # the masks after the checkpoint are those of the run that went on
+
+
+def test_sweep_trains_a_group_with_fused_adamw_to_the_same_numbers(tmp_path):
+    "`sweep --fused-optimizer` (run_sweep(fused=True)): the group's step uses torch's fused AdamW; its summaries say so and its numbers are the unfused ones up to rounding."
+    from markov_laplace.cli import main
+    from markov_laplace.storage import write_json
+    grid = dict(experiment='f', base=dict(length=32, steps=6, batch=4, eval_every=3, eval_size=8, device='cpu',
+                                          model_overrides=dict(d_model=4, d_state=4)), axes=dict(order=[1], seed=[0, 1]))
+    write_json(tmp_path / 'f.json', grid)
+    out = {}
+    for flag in ([], ['--fused-optimizer']):
+        root = tmp_path / ('fused' if flag else 'plain')
+        assert main(['sweep', str(tmp_path / 'f.json'), '--engine', 'python', '--batch', '--root', str(root), '--quiet', *flag]) in (0, None)
+        out[bool(flag)] = {p.parent.name: pd.read_json(p, typ='series') for p in sorted((root / 'f').glob('*/summary.json'))}
+    assert out[True].keys() == out[False].keys() and len(out[True]) == 2
+    for name, s in out[True].items():
+        assert bool(s['batched_fused']) and not bool(out[False][name]['batched_fused'])
+        assert abs(s['min_gap'] - out[False][name]['min_gap']) <= 1e-5 * max(1.0, abs(s['min_gap']))

@@ -91,6 +91,7 @@ def run_group(runs, # RunConfigs (with out_dir) of one shape (`shape_key`)
               progress=True,
               prefetch=1, # steps of data drawn at once (1: each run's data are exactly those of a separate run)
               compile=False, # torch.compile the batched step (see training/01_step)
+              fused=False, # torch's fused AdamW kernel (the same numbers up to rounding; see training/01_step)
              ): # their summaries
     "Train runs of one shape (seeds, orders, any task with the same model input and output) as one batched run; write every run directory."
     if len({shape_key(r) for r in runs}) != 1:
@@ -99,9 +100,9 @@ def run_group(runs, # RunConfigs (with out_dir) of one shape (`shape_key`)
     ckpt, members, names = _group_dirs(runs, models, prefetch)
     t0 = time.perf_counter()
     hists, models = train_batched(models, [r.task for r in runs], runs[0].train, [r.train.seed for r in runs], prefetch=prefetch,
-                                  compile=compile, progress=progress, ckpt=ckpt)
+                                  compile=compile, fused=fused, progress=progress, ckpt=ckpt)
     wall, dev = time.perf_counter() - t0, runs[0].train.resolved_device()
-    out = [write_results(r.out_dir, m, h, wall / len(runs), dev, batched_with=names, batched_prefetch=prefetch, batched_compiled=bool(compile),
+    out = [write_results(r.out_dir, m, h, wall / len(runs), dev, batched_with=names, batched_prefetch=prefetch, batched_compiled=bool(compile), batched_fused=bool(fused),
                          group_wall_s=wall, **final_evaluation(m, r.task, dev, r.model.preset)) for r, m, h in zip(runs, models, hists)]
     ckpt.unlink(missing_ok=True); members.unlink(missing_ok=True)
     return out
@@ -195,7 +196,7 @@ def _train_unit(runs, # [RunConfig] of one unit (a batched group or one run), ou
     local = runs if scratch is None else [
         RunConfig.from_dict({**r.to_dict(), 'out_dir': str(_scratch(scratch[1]) / Path(r.out_dir).relative_to(scratch[0]))}) for r in runs]
     try:
-        if how['batch']: out = run_group(local, how['progress'], how['prefetch'], how['compile'])
+        if how['batch']: out = run_group(local, how['progress'], how['prefetch'], how['compile'], how.get('fused', False))
         elif how['engine'] == 'python': out = [run_experiment(local[0], progress=how['progress'])]
         else: out = [_run_papermill(local[0], how['template'] or template_for(local[0]), how['progress'])]
     except torch.OutOfMemoryError as e:
@@ -265,6 +266,7 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
               prefetch=1, # batched groups: steps of data drawn at once
               max_batch=64, # batched groups: at most this many runs in one step
               compile=False, # batched groups: torch.compile the step
+              fused=False, # batched groups: torch's fused AdamW kernel
               workers=None, # train on a Dask LocalCluster of this many worker processes started here (`local_cluster`)
               scheduler=None, # train on a running Dask cluster: its scheduler's address ('tcp://host:8786') or a distributed.Client
               gpus=None, # with `workers`: GPUs to pin them to (None: every GPU here; 0: CPU workers)
@@ -289,7 +291,8 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
         engine = 'python'
     units = sweep_units(cells, batch, max_batch)[shard[0]::shard[1]]
     local = workers is None and scheduler is None
-    how = dict(engine=engine, batch=batch, prefetch=prefetch, compile=compile, template=template, progress=progress and local)
+    if not isinstance(fused, bool): _fail('fused', "False | True (batched groups: torch's fused AdamW)", fused)
+    how = dict(engine=engine, batch=batch, prefetch=prefetch, compile=compile, fused=fused, template=template, progress=progress and local)
     scratch = None if shared else (str(root), f'{socket.gethostname()}:{root.resolve()}')
     results, failures, waiting, rows = {}, {}, [], []
     before = pd.read_csv(timeline) if timeline is not None and Path(timeline).exists() else pd.DataFrame(columns=TIMELINE_COLUMNS)
