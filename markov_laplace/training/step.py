@@ -180,10 +180,9 @@ class BatchedTrainer:
 
 # %% ../../nbs/training/01_step.ipynb #ce8432e5
 @patch
-def _draw(self: BatchedTrainer, first=None): # the step the window starts at (None: after what is queued)
-    # -> the next `prefetch` steps of data: a list of batches, each a tuple of (R, B, ...) tensors
+def _draw(self: BatchedTrainer, first): # the step the window starts at
+    # -> `prefetch` steps of data from there: a list of batches, each a tuple of (R, B, ...) tensors
     B, K = self.cfg.batch, self.prefetch
-    first = self.n_steps + len(self._queue) if first is None else first
     def draws(task, g): # K * B examples of one run, each step's from its step's config; consecutive steps of one config in one call
         configs = [self.spec.step_config(task, first + k, self.cfg.steps) for k in range(K)]
         parts = [self.spec.train_batch(c, len(list(same)) * B, g, self.device) for c, same in itertools.groupby(configs)]
@@ -197,7 +196,7 @@ def batch(self: BatchedTrainer): # the next step's batch: a tuple of (R, B, ...)
     "The next step's batch, from the queue of prefetched steps."
     if not self._queue:
         self._window = (self.n_steps, [g.get_state() for g in self.gens])  # a checkpoint draws this window again from here
-        self._queue = self._draw()
+        self._queue = self._draw(self.n_steps)
     return self._queue.pop(0)
 
 # %% ../../nbs/training/01_step.ipynb #5434c3bd
