@@ -251,3 +251,22 @@ def test_sweep_trains_a_group_with_fused_adamw_to_the_same_numbers(tmp_path):
     for name, s in out[True].items():
         assert bool(s['batched_fused']) and not bool(out[False][name]['batched_fused'])
         assert abs(s['min_gap'] - out[False][name]['min_gap']) <= 1e-5 * max(1.0, abs(s['min_gap']))
+
+
+def test_a_group_draws_each_final_evaluation_set_once(tmp_path, monkeypatch):
+    "The runs of a group are scored task by task: one draw of the final set per task, each summary in its run's place."
+    import markov_laplace.tasks.markov.evaluate as ev
+    from markov_laplace.experiments.grids import grid_cells
+    from markov_laplace.experiments.engines import run_group
+    from markov_laplace.storage import read_json
+    draws, real = [], ev.eval_batches
+    monkeypatch.setattr(ev, 'eval_batches', lambda task, *a, **kw: draws.append(task.order) or real(task, *a, **kw))
+    grid = dict(experiment='g', base=dict(length=32, steps=4, batch=4, eval_every=2, eval_size=8, device='cpu',
+                                          model_overrides=dict(d_model=4, d_state=4)), axes=dict(order=[2, 1], seed=[0, 1]))
+    cells = grid_cells(grid, tmp_path)
+    res = run_group(cells, progress=False)
+    assert sorted(draws) == [1, 2]  # two tasks, two draws (four before: one per run)
+    assert res == [read_json(tmp_path / c.out_dir / 'summary.json') for c in cells]  # in the runs' order
+    ref = {c.task.order: r['final_laplace_loss'] for c, r in zip(cells, res)}  # add-β's loss: the task's set, whatever the model
+    for c, r in zip(cells, res): assert r['final_laplace_loss'] == ref[c.task.order]
+    assert ref[1] != ref[2]

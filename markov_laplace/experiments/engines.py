@@ -34,7 +34,7 @@ from .schedule import priorities, shape_key, split_unit, sweep_units
 from ..storage import CorruptFileError, atomic_write, read_json, write_csv, write_json
 from .store import (RunLocks, check_run, check_run_dir, lock_holder, read_summary, repo_root, set_aside,
                                               write_results)
-from ..tasks.protocol import EVAL_SEED, FINAL_EVALUATIONS, Evaluator, task_of
+from ..tasks.protocol import EVAL_SEED, FINAL_EVALUATIONS, Evaluator, drawn_once, task_of
 from ..training.loop import train, train_batched
 
 # %% ../../nbs/experiments/04_engines.ipynb #d6689324
@@ -47,11 +47,13 @@ def final_evaluation(model, # a trained model
                      task, # its task's config
                      device, # where it evaluates
                      method=None, # the run's model (its preset), for a task's own evaluation that names it (the regression curve's `method`)
+                     sets=None, # a dict kept over the runs of a group: each evaluation set is drawn once for the runs that share it (`drawn_once`)
                     ): # summary fields: final_<metric>, final_eval_sequences, final_eval_seed (and tables, written as CSV by the store)
     "The final evaluation of a finished run, what figures and claims report: the task's own, else its evaluator on a larger set."
     n, name = final_eval_size(device), task_of(task).name
-    if name in FINAL_EVALUATIONS: return FINAL_EVALUATIONS[name](model, task, n, device, method=method)
-    metrics = Evaluator(task, n, EVAL_SEED, device)(model.to(device))
+    if name in FINAL_EVALUATIONS: return FINAL_EVALUATIONS[name](model, task, n, device, method=method, sets=sets)
+    evaluator = drawn_once(sets, (name, task.to_json(), n, EVAL_SEED, str(device)), lambda: Evaluator(task, n, EVAL_SEED, device))
+    metrics = evaluator(model.to(device))
     return {**{f'final_{k}': v for k, v in metrics.items()}, 'final_eval_sequences': n, 'final_eval_seed': EVAL_SEED}
 
 # %% ../../nbs/experiments/04_engines.ipynb #3b94198e
@@ -102,8 +104,11 @@ def run_group(runs, # RunConfigs (with out_dir) of one shape (`shape_key`)
     hists, models = train_batched(models, [r.task for r in runs], runs[0].train, [r.train.seed for r in runs], prefetch=prefetch,
                                   compile=compile, fused=fused, progress=progress, ckpt=ckpt)
     wall, dev = time.perf_counter() - t0, runs[0].train.resolved_device()
-    out = [write_results(r.out_dir, m, h, wall / len(runs), dev, batched_with=names, batched_prefetch=prefetch, batched_compiled=bool(compile), batched_fused=bool(fused),
-                         group_wall_s=wall, **final_evaluation(m, r.task, dev, r.model.preset)) for r, m, h in zip(runs, models, hists)]
+    out, sets = [None] * len(runs), {}  # scored task by task: each evaluation set drawn once for the runs of its task
+    for i in sorted(range(len(runs)), key=lambda i: runs[i].task.to_json()):
+        r, m, h = runs[i], models[i], hists[i]
+        out[i] = write_results(r.out_dir, m, h, wall / len(runs), dev, batched_with=names, batched_prefetch=prefetch, batched_compiled=bool(compile),
+                               batched_fused=bool(fused), group_wall_s=wall, **final_evaluation(m, r.task, dev, r.model.preset, sets=sets))
     ckpt.unlink(missing_ok=True); members.unlink(missing_ok=True)
     return out
 
@@ -337,9 +342,10 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
 # %% ../../nbs/experiments/04_engines.ipynb #8dad5a18
 def worker_env(i, # the worker's number
                gpus, # GPUs of this machine to spread the workers over (0: CPU workers)
+               threads=1, # CPU threads of a GPU worker: its share of the cores (a CPU worker has one)
               ): # environment variables of the worker's process
-    "A local worker's environment: pinned to GPU i % gpus, or a CPU worker of one thread."
-    if gpus: return dict(CUDA_VISIBLE_DEVICES=str(i % gpus))
+    "A local worker's environment: pinned to GPU i % gpus with `threads` CPU threads, or a CPU worker of one thread."
+    if gpus: return dict(CUDA_VISIBLE_DEVICES=str(i % gpus), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return dict(CUDA_VISIBLE_DEVICES='', OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
 
 def local_cluster(workers, # worker processes, one thread each
@@ -354,7 +360,7 @@ def local_cluster(workers, # worker processes, one thread each
                            memory_limit=1 / workers)  # each an equal share of this machine's memory (not 1 / cores)
     for i in range(workers):
         spec = copy.deepcopy(cluster.new_spec)
-        spec['options'].update(env=worker_env(i, gpus), **({'resources': {'GPU': 1}} if gpus else {}))
+        spec['options'].update(env=worker_env(i, gpus, max(1, (os.cpu_count() or 1) // workers)), **({'resources': {'GPU': 1}} if gpus else {}))
         cluster.worker_spec[f'worker-{i}'] = spec
     cluster.scale(workers)
     return cluster

@@ -13,7 +13,7 @@ import torch
 
 from .estimators import position_kl, position_nll
 from .task import sample_task
-from ..protocol import EVAL_SEED, FINAL_EVALUATIONS
+from ..protocol import EVAL_SEED, FINAL_EVALUATIONS, drawn_once
 
 # %% ../../../nbs/tasks/markov/03_evaluate.ipynb #9c45b1dc
 def eval_batches(task, # TaskConfig
@@ -84,8 +84,10 @@ def markov_final(model, # a trained Markov model
                  n, # sequences
                  device, # where the model runs
                  method=None, # the run's model (the engines pass its preset); Markov's fields do not name it
+                 sets=None, # a dict kept over the runs of a group: a set drawn for one run is reused by the next of its task (`drawn_once`)
                 ): # the final_* fields of its summary
     "A Markov run's final evaluation: `n` sequences seeded EVAL_SEED, every metric with its interval."
-    return final_fields(summarise(sequence_metrics(model, eval_batches(task, n, EVAL_SEED), device)), EVAL_SEED)
+    batches = drawn_once(sets, ('markov', task.to_json(), n, EVAL_SEED), lambda: eval_batches(task, n, EVAL_SEED))
+    return final_fields(summarise(sequence_metrics(model, batches, device)), EVAL_SEED)
 
 FINAL_EVALUATIONS['markov'] = markov_final

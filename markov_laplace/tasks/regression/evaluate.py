@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from ...base import check_count
-from ..protocol import EVAL_SEED, FINAL_EVALUATIONS
+from ..protocol import EVAL_SEED, FINAL_EVALUATIONS, drawn_once
 from .curves import BASELINE_COLUMNS, evaluation_prompts, method_curve
 from .functions import layout, read_x_positions, zero_error_divisor
 from .optimal import least_squares
@@ -47,10 +47,11 @@ def model_curve(model, # a trained model of the run
                 device='cpu', # where the model runs
                 seed=EVAL_SEED, # the prompts' CPU generator; the bootstrap's is seed + 2
                 batch=128, # prompts per forward
+                sets=None, # a dict kept over the runs of a group: the prompts drawn for one run are reused by the next (`drawn_once`)
                ): # (curve: DataFrame with BASELINE_COLUMNS, k = 0 .. curve_points - 1; summary fields)
     "The run's normalised error at every k with its 90% bootstrap band, and the final_* fields of its training length."
     cfg = replace(config, n_points=config.curve_points, n_cur=None).validate()
-    xs, ys = evaluation_prompts(cfg, config.curve_prompts, seed)
+    xs, ys = drawn_once(sets, ('regression', cfg.to_json(), config.curve_prompts, seed), lambda: evaluation_prompts(cfg, config.curve_prompts, seed))
     m = readable_points(model, cfg.n_points)
     preds = model_predictions(model, xs[:, :m], ys[:, :m], device, batch)  # (B, m)
     ks = [k for k in range(m) if torch.isfinite(preds[:, k]).all()]
@@ -70,9 +71,10 @@ def regression_final(model, # a trained regression model
                      n, # the engines' final sequence count (Markov's); the curve's is the config's `curve_prompts`
                      device, # where the model runs
                      method='model', # the run's model (its preset): the curve's `method`
+                     sets=None, # a dict kept over the runs of a group (`model_curve`)
                     ): # summary fields, and the curve as a table (written as curve.csv)
     "A regression run's final evaluation: `model_curve`'s fields, and its curve under the key 'curve'."
-    curve, fields = model_curve(model, config, method, device)
+    curve, fields = model_curve(model, config, method, device, sets=sets)
     return {**fields, 'curve': curve}
 
 FINAL_EVALUATIONS['regression'] = regression_final
