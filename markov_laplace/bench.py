@@ -21,7 +21,7 @@ from .tasks.markov.chains import dirichlet_kernels, sample_chains
 from .tasks.markov.estimators import laplace_probs
 from .models.layers import fast_paths
 from .models.registry import build
-from .tasks.markov.task import TaskConfig
+from .tasks.markov.task import TaskConfig, sample_task, sample_tasks
 from .training.config import TrainConfig
 from .training.loop import CUDA_PREFETCH, single_run
 from .training.step import BatchedTrainer
@@ -67,6 +67,11 @@ def bench_data(repeat=20, # timed calls per row
     add('laplace_probs', 'B=64 T=2048 S=8 k=1', lambda: laplace_probs(x8, 1, 8))
     x6 = sample_chains(kern(64, 6, 2), 512, generator=g)
     add('laplace_probs', 'B=64 T=512 S=2 k=6', lambda: laplace_probs(x6, 6))
+    # a final evaluation's set (drawn on the CPU whatever the device): batch after batch, or walked at once (the same tokens)
+    task, sizes, cpu = TaskConfig(order=3, length=512).validate(), [512] * 4, torch.Generator().manual_seed(seed)
+    for what, fn in (('evaluation set, batch by batch (sample_task)', lambda: [sample_task(task, n, generator=cpu, split='eval') for n in sizes]),
+                     ('evaluation set, walked at once (sample_tasks)', lambda: sample_tasks(task, sizes, generator=cpu, split='eval'))):
+        rows.append(dict(benchmark=what, shape='4 x 512 sequences, T=512 S=2 k=3, CPU', ms=time_ms(fn, min(repeat, 5), warmup=1), target_ms=None))
     df = pd.DataFrame(rows)
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df

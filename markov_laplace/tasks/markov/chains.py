@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SCAN_BUDGET', 'check_order', 'check_vocab', 'check_beta', 'check_length', 'check_p_switch', 'check_kernels',
-           'context_index', 'dirichlet_kernels', 'sample_chains', 'holdout_kernels', 'SwitchingChains',
-           'sample_switching']
+           'context_index', 'dirichlet_kernels', 'sample_chains', 'chain_draws', 'walk_chains', 'holdout_kernels',
+           'SwitchingChains', 'sample_switching']
 
 # %% ../../../nbs/tasks/markov/00_chains.ipynb #edff7e10
 import math
@@ -126,14 +126,30 @@ def sample_chains(kernels, # (n, S**k, S) one transition kernel per sequence
                   method='auto', # 'loop' or 'scan' (identical tokens); 'auto': scan unless too large (see above)
                  ): # (n, T) LongTensor
     "Sample one order-k chain per kernel: k uniform tokens, then `P(x_t | x_{t-k..t-1})`."
+    _resolve_method(method, 0)  # a bad `method` fails before any draw
+    return walk_chains(kernels, *chain_draws(kernels, length, generator=generator), method=method)
+
+def chain_draws(kernels, # (n, S**k, S)
+                length, # T
+                *, generator=None,
+               ): # (u: (n, T) uniforms, first: (n, k) first tokens)
+    "The random numbers of `sample_chains`, in its order: a uniform per position, then the k first tokens."
     order, vocab = check_kernels(kernels)
     check_length(length, order)
+    u = torch.rand(kernels.shape[0], length, generator=generator, device=kernels.device, dtype=kernels.dtype)
+    return u, torch.randint(vocab, (kernels.shape[0], order), generator=generator, device=kernels.device)
+
+def walk_chains(kernels, # (n, S**k, S)
+                u, first, # from `chain_draws`
+                method='auto', # as in `sample_chains`
+               ): # (n, T) LongTensor
+    "The chains that `chain_draws`' numbers select: no random draw of its own, so the walks of several draws can run anywhere, in any order."
+    order, vocab = check_kernels(kernels)
     n, K, S = kernels.shape
+    length = u.shape[1]
     per_row = (length - order) * K * S  # the scan's intermediate per sequence; a GPU scans in passes, a CPU loops a large draw
     method = _resolve_method(method, per_row if kernels.device.type == 'cuda' else n * per_row)
     cdf = _row_cdf(kernels)
-    u = torch.rand(n, length, generator=generator, device=kernels.device, dtype=kernels.dtype)
-    first = torch.randint(S, (n, order), generator=generator, device=kernels.device)
     c = context_index(first, order, S)[:, -1]  # (n,) context after the first k tokens
     u = u[:, order:]  # (n, L) one uniform per remaining position
     shift = torch.arange(K, device=kernels.device) * S % K  # (K,) context with its oldest symbol dropped

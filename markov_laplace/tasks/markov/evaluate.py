@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from .estimators import position_kl, position_nll
-from .task import sample_task
+from .task import sample_tasks
 from ..protocol import EVAL_SEED, FINAL_EVALUATIONS, drawn_once
 
 # %% ../../../nbs/tasks/markov/03_evaluate.ipynb #9c45b1dc
@@ -23,7 +23,7 @@ def eval_batches(task, # TaskConfig
                 ): # list of train.Batch on the CPU (tokens, add-β and oracle predictions)
     "An evaluation set of `task` drawn on the CPU: the same sequences on every device."
     g = torch.Generator().manual_seed(seed)
-    return [sample_task(task, min(batch, n - s), generator=g, device='cpu', split='eval') for s in range(0, n, batch)]
+    return sample_tasks(task, [min(batch, n - s) for s in range(0, n, batch)], generator=g, device='cpu', split='eval')
 
 # %% ../../../nbs/tasks/markov/03_evaluate.ipynb #2bc4fbb7
 @torch.no_grad()
