@@ -227,7 +227,9 @@ if triton is not None:
             tl.store(y_ptr + o_td, tl.sum(H * Cs[:, None, :], 2).to(y_ptr.dtype.element_ty), mask=mtd)
             h = tl.sum(tl.where((rows == TC - 1)[:, None, None], H, 0.), 0)  # past L the state stands still: the last row is the state at min(end, L)
 
-    @triton.autotune(configs=_CONFIGS, key=['L', 'D', 'N'])
+    # dB and dC are partial sums, one slice per channel block: the autotuner's trial of a smaller block fills slices that
+    # the chosen config leaves alone, so they are zeroed after the trials (reset_to_zero), or the first call of a shape sums stale slices
+    @triton.autotune(configs=_CONFIGS, key=['L', 'D', 'N'], reset_to_zero=['dB_ptr', 'dC_ptr'])
     @triton.jit
     def _s6_bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, h_ptr, gy_ptr, dx_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr,
                        L, D, N, per, n_rows,
