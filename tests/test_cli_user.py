@@ -172,7 +172,10 @@ def test_errors_the_user_causes_are_one_line(tmp_path, capsys):
 
 def _interrupt(argv, wait_for, tmp_path, timeout=240, settle=0):
     "Start a command, wait until `wait_for()` holds, Ctrl-C it: its exit code and stderr."
-    p = subprocess.Popen([*CLI, *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path)
+    # SIGINT at its default in the child, as under a terminal: a background job of a shell without job control (`cmd &`)
+    # inherits it ignored, and Python then installs no KeyboardInterrupt (the command would not hear the Ctrl-C we send)
+    p = subprocess.Popen([*CLI, *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=tmp_path,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     t0 = time.time()
     while not wait_for() and time.time() - t0 < timeout and p.poll() is None: time.sleep(0.2)
     time.sleep(settle)
