@@ -153,3 +153,15 @@ def test_same_seed_same_risk():
 def test_laplace_on_cuda_matches_cpu(gen):
     x = sample_chains(dirichlet_kernels(64, 3, generator=gen), 512, generator=gen)
     torch.testing.assert_close(laplace_probs(x.cuda(), 3).cpu(), laplace_probs(x, 3))
+
+
+@pytest.mark.gpu
+def test_final_evaluation_on_cuda_matches_the_cpu():
+    "The final evaluation's per-position quantities computed on the GPU: the same per-sequence means as on the CPU."
+    import pandas as pd
+    from markov_laplace.models.registry import build
+    from markov_laplace.tasks.markov.evaluate import eval_batches, sequence_metrics
+    from markov_laplace.tasks.markov.task import TaskConfig
+    batches, model = eval_batches(TaskConfig(order=2, length=64).validate(), 256, batch=128), build('mamba', vocab=2, seed=0)
+    cpu, gpu = sequence_metrics(model, batches, 'cpu'), sequence_metrics(model, batches, 'cuda')
+    pd.testing.assert_frame_equal(cpu, gpu, check_exact=False, rtol=1e-4, atol=1e-5)

@@ -35,12 +35,12 @@ def sequence_metrics(model, # any model with log_probs(tokens) -> (B, T, S)
     was = model.training
     model.eval().to(device)
     rows = []
-    for b in batches:
-        lp = model.log_probs(b.tokens.to(device)).float().cpu()  # (B, T, S)
-        rows.append(dict(loss=position_nll(lp, b.tokens).double().mean(1),
-                         laplace_loss=position_nll(b.laplace.log(), b.tokens).double().mean(1),
-                         oracle_loss=position_nll(b.oracle.log(), b.tokens).double().mean(1),
-                         kl_laplace=position_kl(b.laplace.log(), lp).double().mean(1)))
+    for b in batches:  # every per-position quantity where the model runs; only the per-sequence means come back
+        x, lap = b.tokens.to(device), b.laplace.to(device).log()
+        lp = model.log_probs(x).float()  # (B, T, S)
+        seq = lambda per_position: per_position.double().mean(1).cpu()
+        rows.append(dict(loss=seq(position_nll(lp, x)), laplace_loss=seq(position_nll(lap, x)),
+                         oracle_loss=seq(position_nll(b.oracle.to(device).log(), x)), kl_laplace=seq(position_kl(lap, lp))))
     model.train(was)
     return pd.DataFrame({k: torch.cat([r[k] for r in rows]).numpy() for k in rows[0]})
 
