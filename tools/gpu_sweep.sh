@@ -1,7 +1,7 @@
 # A sweep on the GPU machine, in the background, from a copy outside the checkout (the device tool's
 # per-call sync deletes files that are not in your working tree): copy, run, bring back.
 #   . tools/gpu_env.sh; bash tools/gpu_sweep.sh start grids/fig10.yaml ... --engine python --batch --prefetch 50 --compile --workers 3
-#   bash tools/gpu_sweep.sh wait 540     # in every call: wait (at most N s), then put runs.tgz and sweep.log in $OUT
+#   bash tools/gpu_sweep.sh wait 540     # in every call: wait (at most N s), then put runs.tgz, sweep.log and gpu_util.csv in $OUT
 #   bash tools/gpu_sweep.sh stop
 # MPS=1 on start runs the workers under CUDA MPS (one GPU shared at once, not in time slices), where the machine has it.
 # `start` passes its arguments to `markov-laplace sweep` (GPU.md: the workers, the Dask cluster). FRESH=1 copies
@@ -11,7 +11,7 @@
 # what changed since the last `wait` (runs finished since, at any depth under runs/; current checkpoints), under the tool's
 # 16 MiB per file (and runs/timeline*.csv, a --timeline under runs/, beside it): regression runs (runs/icl/) come back without weights and checkpoints (git-ignored, too large).
 set -u
-W=${SWEEP_DIR:-/tmp}; REPO=$W/repo PID=$W/sweep.pid MARK=$W/sweep.mark LOG=$W/sweep.log
+W=${SWEEP_DIR:-/tmp}; REPO=$W/repo PID=$W/sweep.pid MARK=$W/sweep.mark LOG=$W/sweep.log UTIL=$W/gpu_util.csv
 running() { [ -f "$PID" ] && kill -0 "$(cat "$PID")" 2>/dev/null; }
 case "${1:-}" in
   start)
@@ -21,6 +21,12 @@ case "${1:-}" in
     tar c --exclude=./.git $([ "${FRESH:-0}" = 1 ] && echo --exclude=./runs) . | tar x -C "$REPO"; mkdir -p "$REPO/runs"
     [ -f .commit ] && export MARKOV_LAPLACE_COMMIT=$(cat .commit)  # the copy has no .git: the commit summaries record
     echo "start $(date -u +%FT%TZ) $*" >> $LOG
+    if command -v nvidia-smi >/dev/null && ! { [ -f $W/util.pid ] && kill -0 "$(cat $W/util.pid)" 2>/dev/null; }; then
+      # every GPU's utilisation (a kernel running) and memory every 5 s, for the timeline (90_bench draws it); `wait` brings it back
+      echo "timestamp,index,utilization_gpu_pct,memory_used_mib" > $UTIL
+      setsid nohup nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used --format=csv,noheader,nounits -l 5 >> $UTIL 2>/dev/null < /dev/null &
+      echo $! > $W/util.pid
+    fi
     if [ "${MPS:-0}" = 1 ]; then  # CUDA MPS: the workers' kernels run on the GPU at once instead of in turns (time slices)
       export CUDA_MPS_PIPE_DIRECTORY=$W/mps-pipe CUDA_MPS_LOG_DIRECTORY=$W/mps-log; mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
       if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d; then echo "mps: daemon started" | tee -a $LOG
@@ -44,6 +50,7 @@ case "${1:-}" in
     # regression weights and checkpoints (~40 MB a run, GBs a group) are git-ignored and over the 16 MiB per file: they stay
     tar czf "${OUT:-/tmp}/runs.tgz" --exclude=.lock --exclude='runs/icl/*/model.pt' --exclude='runs/icl/*/ckpt*' -T $W/sweep.list && cp $LOG "${OUT:-/tmp}/"
     cp runs/timeline*.csv "${OUT:-/tmp}/" 2>/dev/null   # the sweep's --timeline, when it was given one under runs/
+    [ -f $UTIL ] && cp $UTIL "${OUT:-/tmp}/"              # the GPUs' utilisation since start (nvidia-smi, every 5 s)
     if [ "$(stat -c %s "${OUT:-/tmp}/runs.tgz")" -gt 15728640 ]; then  # over the tool's 16 MiB per file: parts of 15 MiB
       rm -f "${OUT:-/tmp}"/runs.tgz.part*; split -b 15M -d -a 1 "${OUT:-/tmp}/runs.tgz" "${OUT:-/tmp}/runs.tgz.part" && rm "${OUT:-/tmp}/runs.tgz"
       echo "runs.tgz in $(ls "${OUT:-/tmp}"/runs.tgz.part* | wc -l) parts (collect_runs.py reads them all)"
@@ -51,6 +58,7 @@ case "${1:-}" in
     echo "in runs.tgz: $(grep -c . $W/sweep.list) paths; sweep running: $(running && echo yes || echo no)";;
   stop)
     running && kill -INT -- -"$(cat "$PID")"; sleep 5; running && kill -- -"$(cat "$PID")"
+    [ -f $W/util.pid ] && kill "$(cat $W/util.pid)" 2>/dev/null; rm -f $W/util.pid
     [ -d $W/mps-pipe ] && echo quit | CUDA_MPS_PIPE_DIRECTORY=$W/mps-pipe nvidia-cuda-mps-control 2>/dev/null
     echo "stop $(date -u +%FT%TZ)" >> $LOG;;
   *) echo "usage: bash tools/gpu_sweep.sh start GRID... [SWEEP FLAGS] | wait [SECONDS] | stop"; exit 2;;
