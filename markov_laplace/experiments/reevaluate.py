@@ -16,14 +16,14 @@ from tqdm.auto import tqdm
 from .store import load_model, run_task
 from ..storage import read_json, write_json
 from ..tasks.markov.evaluate import eval_batches, final_fields, sequence_metrics, summarise
-from ..tasks.protocol import EVAL_SEED
+from ..tasks.protocol import EVAL_SEED, drawn_once
 
 # %% ../../nbs/experiments/05_reevaluate.ipynb #e6d5643e
 def evaluate_run(run_dir, # a finished run: config.json, model.pt, summary.json
                  n=4096, # sequences
                  seed=EVAL_SEED,
                  device='cpu',
-                 batches=None, # a cache {task json: eval set}, shared across runs of one task
+                 batches=None, # a dict kept over runs (`drawn_once`): the set of a task drawn once for the runs of that task
                  force=False, # re-evaluate even when summary.json already holds this evaluation
                  target=None, # a half-width (nats): when the gaps' intervals are wider, evaluate again on enough sequences
                 ): # the final_* fields
@@ -37,10 +37,8 @@ def evaluate_run(run_dir, # a finished run: config.json, model.pt, summary.json
             n, done = max(n, 2 ** math.ceil(math.log2(summary['final_eval_sequences'] * (worst / target) ** 2))), False
     if done and not force: return {k: v for k, v in summary.items() if k.startswith('final_')}
     task = run_task(run_dir)
-    key = (task.to_json(), n)
-    if batches is None: batches = {}
-    if key not in batches: batches[key] = eval_batches(task, n, seed)
-    fields = final_fields(summarise(sequence_metrics(load_model(run_dir), batches[key], device)), seed)
+    eval_set = drawn_once(batches, (task.to_json(), n, seed), lambda: eval_batches(task, n, seed))
+    fields = final_fields(summarise(sequence_metrics(load_model(run_dir), eval_set, device)), seed)
     write_json(run_dir / 'summary.json', {**summary, **fields})
     return fields
 
@@ -60,9 +58,8 @@ def evaluate_runs(roots, # a runs root (e.g. runs/), an experiment's directory, 
         except ValueError: keys[r] = ''  # reported by evaluate_run below
     mine = set(sorted(set(keys.values()))[shard[0]::shard[1]])
     runs = [r for r in runs if keys[r] in mine]
-    cache, rows, last = {}, [], None
+    cache, rows = {}, []  # one evaluation set in memory at a time (`drawn_once`), runs of a task one after the other
     for r in tqdm(sorted(runs, key=lambda r: (keys[r], str(r))), disable=not progress, desc='evaluate', unit='run'):
-        if keys[r] != last: cache.clear(); last = keys[r]  # one evaluation set in memory at a time
         try: rows.append(dict(path=str(r), **evaluate_run(r, n, seed, device, cache, force, target)))
         except Exception as e: rows.append(dict(path=str(r), error=f'{type(e).__name__}: {e}'))
     return pd.DataFrame(rows)

@@ -127,7 +127,7 @@ def sample_chains(kernels, # (n, S**k, S) one transition kernel per sequence
                  ): # (n, T) LongTensor
     "Sample one order-k chain per kernel: k uniform tokens, then `P(x_t | x_{t-k..t-1})`."
     _resolve_method(method, 0)  # a bad `method` fails before any draw
-    return walk_chains(kernels, *chain_draws(kernels, length, generator=generator), method=method)
+    return _walk(kernels, *chain_draws(kernels, length, generator=generator), method)  # chain_draws checked the kernels
 
 def chain_draws(kernels, # (n, S**k, S)
                 length, # T
@@ -144,9 +144,11 @@ def walk_chains(kernels, # (n, S**k, S)
                 method='auto', # as in `sample_chains`
                ): # (n, T) LongTensor
     "The chains that `chain_draws`' numbers select: no random draw of its own, so the walks of several draws can run anywhere, in any order."
-    order, vocab = check_kernels(kernels)
-    n, K, S = kernels.shape
-    length = u.shape[1]
+    check_kernels(kernels)
+    return _walk(kernels, u, first, method)
+
+def _walk(kernels, u, first, method): # `walk_chains` on checked kernels (a check reduces over them: once per draw)
+    (n, K, S), order, length = kernels.shape, first.shape[1], u.shape[1]
     per_row = (length - order) * K * S  # the scan's intermediate per sequence; a GPU scans in passes, a CPU loops a large draw
     method = _resolve_method(method, per_row if kernels.device.type == 'cuda' else n * per_row)
     cdf = _row_cdf(kernels)

@@ -34,11 +34,10 @@ def sequence_metrics(model, # any model with log_probs(tokens) -> (B, T, S)
     "Per-sequence mean losses of the model and the references on an evaluation set."
     was = model.training
     model.eval().to(device)
-    rows = []
+    rows, seq = [], lambda per_position: per_position.double().mean(1).cpu()  # (B, T-1) -> per-sequence means, on the CPU
     for b in batches:  # every per-position quantity where the model runs; only the per-sequence means come back
         x, lap = b.tokens.to(device), b.laplace.to(device).log()
         lp = model.log_probs(x).float()  # (B, T, S)
-        seq = lambda per_position: per_position.double().mean(1).cpu()
         rows.append(dict(loss=seq(position_nll(lp, x)), laplace_loss=seq(position_nll(lap, x)),
                          oracle_loss=seq(position_nll(b.oracle.to(device).log(), x)), kl_laplace=seq(position_kl(lap, lp))))
     model.train(was)
