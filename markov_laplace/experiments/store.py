@@ -295,14 +295,16 @@ def record_gpu_time(path, # the JSON file (runs/gpu_time.json), merged
                     device, # where it ran
                     note=None, # how it ran
                    ): # the grid's entry
-    "Append one sweep call to a grid's entry under 'grids' and refresh its runs' steps reached and totals."
+    "Append one sweep call to a grid's entry under 'grids'; merge its runs' steps reached into those of earlier calls, and refresh the totals."
     path = Path(path)
     data = read_json(path) if path.exists() else {}
     g = data.setdefault('grids', {}).setdefault(key, {'calls': []})
     g['calls'].append(dict(date=datetime.now(timezone.utc).isoformat(timespec='seconds'), wall_s=round(float(wall_s), 1), device=device,
                            **({'note': note} if note else {})))
-    steps = {Path(d).name: steps_reached(d) for d in run_dirs}
-    g.update(wall_s=round(sum(c['wall_s'] for c in g['calls']), 1), runs=len(steps),
-             finished=sum((Path(d) / 'summary.json').exists() for d in run_dirs), steps=steps)
+    # a call trains some of the grid's runs (--only), maybe on another machine: the runs of earlier calls keep their entries
+    steps = {**g.get('steps', {}), **{Path(d).name: steps_reached(d) for d in run_dirs}}
+    done = set(g.get('finished_runs', [])) | {Path(d).name for d in run_dirs if (Path(d) / 'summary.json').exists()}
+    g.update(wall_s=round(sum(c['wall_s'] for c in g['calls']), 1), runs=len(steps), finished=len(done), steps=steps,
+             finished_runs=sorted(done))
     write_text(path, json.dumps(data, indent=1) + '\n')  # in the file's own key order (write_json sorts)
     return g
