@@ -12,7 +12,7 @@ import pytest
 distributed = pytest.importorskip('distributed')
 
 from markov_laplace.cli import main
-from markov_laplace.experiments.engines import local_cluster, run_sweep
+from markov_laplace.experiments.engines import kept_environ, local_cluster, run_sweep
 from markov_laplace.experiments.store import LOCK
 
 BASE = dict(length=16, steps=6, batch=4, eval_every=3, eval_size=8, device='cpu', model_overrides=dict(d_model=4, d_state=4))
@@ -22,11 +22,12 @@ TOL = dict(rel=1e-6, abs=1e-7)  # float32 training, float64 summaries: the same 
 
 @pytest.fixture(scope='module')
 def client():
-    cluster = local_cluster(2, gpus=0, dashboard=':0')
-    c = distributed.Client(cluster)
-    c.wait_for_workers(2)
-    yield c
-    c.close(); cluster.close()
+    with kept_environ():  # the nanny's OMP_NUM_THREADS=1 ... must not reach the notebooks nbval starts after this module
+        cluster = local_cluster(2, gpus=0, dashboard=':0')
+        c = distributed.Client(cluster)
+        c.wait_for_workers(2)
+        yield c
+        c.close(); cluster.close()
 
 
 def losses(results): return {Path(c.out_dir).name: r['loss'] for c, r in results}
@@ -58,8 +59,11 @@ def test_without_a_shared_filesystem_through_the_cli(tmp_path, monkeypatch, caps
     "--workers 2 --no-shared-fs: a LocalCluster started by the sweep, the workers train in their own folder and send the files back."
     monkeypatch.chdir(tmp_path)  # runs/ under tmp_path (--root)
     (tmp_path / 'g.json').write_text(json.dumps(GRID))
+    monkeypatch.setenv('OMP_NUM_THREADS', '2'); monkeypatch.delenv('__DASK_PARENT_PID', raising=False)
+    before = dict(os.environ)
     assert main(['sweep', 'g.json', '--engine', 'python', '--workers', '2', '--gpus', '0', '--no-shared-fs', '--quiet', '--root', 'runs']) == 0
     assert '4 of 4 runs finished, 0 failed' in capsys.readouterr().out
+    assert dict(os.environ) == before  # the cluster's nanny set OMP_NUM_THREADS=1 here for its workers; the sweep put it back
     here = run_sweep(GRID, engine='python', root=tmp_path / 'here', progress=False)
     runs = tmp_path / 'runs' / 'dask'
     for k, v in losses(here).items():
@@ -172,12 +176,13 @@ def test_workers_share_one_gpu(tmp_path):
     import torch
     grid = dict(GRID, experiment='gpu', base=dict(BASE, device='cuda'))
     here = run_sweep(grid, engine='python', root=tmp_path / 'here', progress=False, batch=True, max_batch=2)
-    cluster = local_cluster(2, gpus=1, dashboard=':0')
-    with distributed.Client(cluster) as c:
-        c.wait_for_workers(2)
-        assert sorted(c.run(lambda: os.environ['CUDA_VISIBLE_DEVICES']).values()) == ['0', '0']
-        assert [w['resources'] for w in c.scheduler_info()['workers'].values()] == [{'GPU': 1}] * 2
-        there = run_sweep(grid, engine='python', root=tmp_path / 'there', progress=False, batch=True, max_batch=2, scheduler=c)
-    cluster.close()
+    with kept_environ():
+        cluster = local_cluster(2, gpus=1, dashboard=':0')
+        with distributed.Client(cluster) as c:
+            c.wait_for_workers(2)
+            assert sorted(c.run(lambda: os.environ['CUDA_VISIBLE_DEVICES']).values()) == ['0', '0']
+            assert [w['resources'] for w in c.scheduler_info()['workers'].values()] == [{'GPU': 1}] * 2
+            there = run_sweep(grid, engine='python', root=tmp_path / 'there', progress=False, batch=True, max_batch=2, scheduler=c)
+        cluster.close()
     for k, v in losses(here).items(): assert losses(there)[k] == pytest.approx(v, rel=1e-4, abs=1e-5)  # float32 on a GPU: atomics may reorder sums
     assert {r['device'] for _, r in there} == {torch.cuda.get_device_name(0)}

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TEMPLATE', 'TEMPLATES', 'TIMELINE_COLUMNS', 'final_eval_size', 'final_evaluation', 'run_experiment', 'run_group',
-           'template_for', 'has_kernel', 'select_runs', 'run_sweep', 'worker_env', 'local_cluster']
+           'template_for', 'has_kernel', 'select_runs', 'run_sweep', 'worker_env', 'local_cluster', 'kept_environ']
 
 # %% ../../nbs/experiments/04_engines.ipynb #051e601c
 import copy
@@ -368,24 +368,34 @@ def local_cluster(workers, # worker processes, one thread each
     cluster.scale(workers)
     return cluster
 
+# %% ../../nbs/experiments/04_engines.ipynb #7f8196fe
+@contextmanager
+def kept_environ(): # os.environ as it was on entry, restored on exit
+    "Keep this process's environment through a local Dask cluster's life: its nanny writes the workers' variables (OMP_NUM_THREADS=1, ...) into os.environ before every spawn, and every process started here afterwards (a notebook's kernel) would inherit them."
+    before = dict(os.environ)
+    try: yield
+    finally:
+        os.environ.clear(); os.environ.update(before)
+
 # %% ../../nbs/experiments/04_engines.ipynb #a9e27d40
 @contextmanager
 def _client(workers, scheduler, gpus, progress): # a distributed.Client, or None: in this process
     "The Dask client of a sweep: of a LocalCluster started here (`workers`), of a running scheduler (an address or a Client), or None."
     if workers is None and scheduler is None: yield None; return
     from distributed import Client
-    cluster = local_cluster(workers, gpus) if scheduler is None else None
-    client = scheduler if scheduler is not None and not isinstance(scheduler, str) else Client(cluster if cluster is not None else scheduler)
-    try:
-        if cluster is not None: client.wait_for_workers(workers)
-        if progress:
-            try: import bokeh; note = ''
-            except ImportError: note = ' (pip install bokeh to serve it)'
-            print(f'dask: {len(client.scheduler_info()["workers"])} workers; dashboard {client.dashboard_link}{note}', file=sys.stderr)
-        yield client
-    finally:
-        if client is not scheduler: client.close()
-        if cluster is not None: cluster.close()
+    with kept_environ():  # a cluster started here leaves this process's environment as it found it
+        cluster = local_cluster(workers, gpus) if scheduler is None else None
+        client = scheduler if scheduler is not None and not isinstance(scheduler, str) else Client(cluster if cluster is not None else scheduler)
+        try:
+            if cluster is not None: client.wait_for_workers(workers)
+            if progress:
+                try: import bokeh; note = ''
+                except ImportError: note = ' (pip install bokeh to serve it)'
+                print(f'dask: {len(client.scheduler_info()["workers"])} workers; dashboard {client.dashboard_link}{note}', file=sys.stderr)
+            yield client
+        finally:
+            if client is not scheduler: client.close()
+            if cluster is not None: cluster.close()
 
 # %% ../../nbs/experiments/04_engines.ipynb #191c5ab9
 def _run_units(units, # [[(experiment, RunConfig)]]: what this sweep trains
