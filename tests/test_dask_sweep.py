@@ -55,6 +55,13 @@ def test_same_numbers_as_in_process_and_a_second_invocation_skips(client, tmp_pa
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing trained or written again
 
 
+def test_workers_keep_glibcs_trim_threshold(client):
+    "Dask's nanny would start every worker with MALLOC_TRIM_THRESHOLD_=65536: torch on the CPU at half speed (local_cluster)."
+    if 'MALLOC_TRIM_THRESHOLD_' in os.environ: pytest.skip('set in this environment: the workers inherit it')
+    assert set(client.run(lambda: os.environ.get('MALLOC_TRIM_THRESHOLD_')).values()) == {None}
+    assert set(client.run(lambda: os.environ.get('OMP_NUM_THREADS')).values()) == {'1'}  # one thread per CPU worker (worker_env)
+
+
 def test_without_a_shared_filesystem_through_the_cli(tmp_path, monkeypatch, capsys):
     "--workers 2 --no-shared-fs: a LocalCluster started by the sweep, the workers train in their own folder and send the files back."
     monkeypatch.chdir(tmp_path)  # runs/ under tmp_path (--root)
