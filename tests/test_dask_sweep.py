@@ -24,8 +24,7 @@ TOL = dict(rel=1e-6, abs=1e-7)  # float32 training, float64 summaries: the same 
 def client():
     with kept_environ():  # the nanny's OMP_NUM_THREADS=1 ... must not reach the notebooks nbval starts after this module
         cluster = local_cluster(2, gpus=0, dashboard=':0')
-        c = distributed.Client(cluster)
-        c.wait_for_workers(2)
+        c = distributed.Client(cluster)  # local_cluster returns with its workers up
         yield c
         c.close(); cluster.close()
 
@@ -186,7 +185,6 @@ def test_workers_share_one_gpu(tmp_path):
     with kept_environ():
         cluster = local_cluster(2, gpus=1, dashboard=':0')
         with distributed.Client(cluster) as c:
-            c.wait_for_workers(2)
             assert sorted(c.run(lambda: os.environ['CUDA_VISIBLE_DEVICES']).values()) == ['0', '0']
             assert [w['resources'] for w in c.scheduler_info()['workers'].values()] == [{'GPU': 1}] * 2
             there = run_sweep(grid, engine='python', root=tmp_path / 'there', progress=False, batch=True, max_batch=2, scheduler=c)

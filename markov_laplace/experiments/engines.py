@@ -355,7 +355,7 @@ def local_cluster(workers, # worker processes, one thread each
                   gpus=None, # GPUs to pin them to, worker i on GPU i % gpus (None: every GPU here; 0: CPU workers)
                   dashboard=':8787', # the dashboard's address (another port when taken; needs bokeh)
                  ): # a distributed.LocalCluster
-    "A Dask `LocalCluster` on this machine: N one-thread worker processes; with GPUs each holds a GPU slot (resource `GPU`) and is pinned to its GPU, several sharing one."
+    "A Dask `LocalCluster` on this machine: N one-thread worker processes; with GPUs each holds a GPU slot (resource `GPU`) and is pinned to its GPU, several sharing one. It returns with its workers up; its nannies write their workers' variables into this process's environment, so start it inside `kept_environ` (as `run_sweep` does)."
     import dask
     from distributed import LocalCluster
     if not (isinstance(workers, int) and workers >= 1): _fail('workers', 'an integer >= 1 (worker processes)', workers)
@@ -394,7 +394,6 @@ def _client(workers, scheduler, gpus, progress): # a distributed.Client, or None
         cluster = local_cluster(workers, gpus) if scheduler is None else None
         client = scheduler if scheduler is not None and not isinstance(scheduler, str) else Client(cluster if cluster is not None else scheduler)
         try:
-            if cluster is not None: client.wait_for_workers(workers)
             if progress:
                 try: import bokeh; note = ''
                 except ImportError: note = ' (pip install bokeh to serve it)'
