@@ -156,6 +156,7 @@ def bench_families(device='cpu', # where the steps run
                    sizes=('-tiny', '-small'), # preset suffixes: '' is the standard size
                    pairs=(41,), # (x, y) pairs per prompt, d = 20
                    runs=(), # also R runs batched in one step, for each R
+                   single=True, # also the single run (R = 1); False: only the batched rows of `runs`
                    repeat=20, # timed blocks of steps are repeat // 10 (at least 2)
                    compile='auto', # the trainer's: 'auto' compiles on CUDA
                    families=tuple(FAMILY_TARGETS), # preset names without the size
@@ -174,7 +175,7 @@ def bench_families(device='cpu', # where the steps run
             for n in pairs:
                 task = ICLTaskConfig(task='linear', n_points=n)
                 cfg = TrainConfig(batch=64, device=device, steps=10 ** 6).validate()
-                for R, fz in [(R, fz) for R in (1, *runs) for fz in fused]:
+                for R, fz in [(R, fz) for R in ((1,) if single else ()) + tuple(runs) for fz in fused]:
                     models = [build(family + size, REGRESSION.model_io(task), seed=seed + r) for r in range(R)]
                     what = f'{family}{size} training step, ' + ('single run' if R == 1 else f'{R} runs batched, per run')
                     shape = f'{models[0].n_params():,} parameters, B=64 pairs={n} d=20'

@@ -322,6 +322,7 @@ def _bench_arguments(sub): # the subparsers of `_parser`
     m.add_argument('--family-sizes', nargs='+', default=None, choices=['standard', 'small', 'tiny'], help='sizes of the families (default: standard on CUDA, tiny and small on a CPU)')
     m.add_argument('--pairs', type=_int_at_least(1), nargs='+', default=None, help='(x, y) pairs per prompt of the family rows (default: 41 101 on CUDA, 41 on a CPU)')
     m.add_argument('--family-runs', type=_int_at_least(2), nargs='*', default=None, help='also time the families with R runs batched (default: 3 on CUDA)')
+    m.add_argument('--no-single-run', action='store_true', help='time the families batched only (--family-runs), not the single run')
     m.add_argument('--family-compile', choices=['auto', 'yes', 'no'], default='auto', help="compile the families' steps (auto: on CUDA)")
     m.add_argument('--fused-optimizer', choices=['no', 'yes', 'both'], default='no', help="the families' steps with torch's fused AdamW (both: rows of each)")
     m.add_argument('--families', nargs='+', default=None, help='which family presets (default: icl-mamba1 icl-transformer icl-s4d)')
@@ -354,7 +355,7 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
             a.device, tuple(sizes[s] for s in (a.family_sizes or (['standard'] if cuda else ['tiny', 'small']))), pairs,
             tuple((3,) if a.family_runs is None and cuda else (a.family_runs or ())), a.repeat,
             {'auto': 'auto', 'yes': True, 'no': False}[a.family_compile], tuple(a.families or FAMILY_TARGETS),
-            fused={'no': (False,), 'yes': (True,), 'both': (False, True)}[a.fused_optimizer], log=log)
+            fused={'no': (False,), 'yes': (True,), 'both': (False, True)}[a.fused_optimizer], log=log, single=not a.no_single_run)
     if a.anchors: parts['anchors'] = lambda: bench_anchors(a.device, pairs, a.repeat, log=log)
     out = []
     with tqdm(total=len(parts), desc='bench', unit='part') as bar:

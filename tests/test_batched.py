@@ -272,17 +272,10 @@ def test_a_group_draws_each_final_evaluation_set_once(tmp_path, monkeypatch):
     assert ref[1] != ref[2]
 
 
-def test_a_compiled_group_starts_from_an_empty_dynamo_cache(tmp_path, monkeypatch):
-    "Groups trained one after another in one worker: each compiled group clears dynamo's cache first (the limit of 8 entries)."
-    import markov_laplace.experiments.engines as eng
-    from markov_laplace.experiments.grids import grid_cells
+def test_a_compiled_trainer_starts_from_an_empty_dynamo_cache(monkeypatch):
+    "Trainers built one after another in a process (a sweep's groups, the benchmark's rows): each compiled one clears dynamo's cache first."
     resets = []
     monkeypatch.setattr(torch._dynamo, 'reset', lambda: resets.append(1))
-    monkeypatch.setattr(eng, 'train_batched', lambda models, *a, **kw: ([pd.DataFrame(dict(step=[0], loss=[1.0]))] * len(models), models))
-    monkeypatch.setattr(eng, 'final_evaluation', lambda *a, **kw: {})
-    grid = dict(experiment='g', base=dict(length=32, steps=4, batch=4, eval_every=2, eval_size=8, device='cpu',
-                                          model_overrides=dict(d_model=4, d_state=4)), axes=dict(order=[1], seed=[0, 1]))
-    eng.run_group(grid_cells(grid, tmp_path / 'a'), progress=False, compile=True)
-    eng.run_group(grid_cells(grid, tmp_path / 'b'), progress=False)
-    eng.run_group(grid_cells(grid, tmp_path / 'c'), progress=False, compile=True)
-    assert len(resets) == 2  # the compiled groups only
+    for compile, R in ((True, 2), (False, 2), (True, 1), (False, 1)):
+        BatchedTrainer([build('mamba', seed=s) for s in range(R)], TASK, CFG, list(range(R)), compile=compile)
+        assert len(resets) == 1 + (R == 1)  # the compiled trainers only, batched or single

@@ -100,9 +100,7 @@ def run_group(runs, # RunConfigs (with out_dir) of one shape (`shape_key`)
         _fail('runs', "runs of one shape (model, training settings but the seed, the task's model_io)", [r.out_dir for r in runs])
     models = [build_model(r) for r in runs]
     ckpt, members, names = _group_dirs(runs, models, prefetch)
-    # a worker trains group after group: the steps compiled for earlier groups go, or their cache entries (one per group,
-    # on torch.func's shared wrapper) reach dynamo's recompile limit (8) and later groups train uncompiled
-    if compile: torch._dynamo.reset()
+    # a worker trains group after group: a compiled trainer starts from an empty dynamo cache (training/01_step)
     t0 = time.perf_counter()
     hists, models = train_batched(models, [r.task for r in runs], runs[0].train, [r.train.seed for r in runs], prefetch=prefetch,
                                   compile=compile, fused=fused, progress=progress, ckpt=ckpt)

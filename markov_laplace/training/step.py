@@ -171,6 +171,10 @@ class BatchedTrainer:
             for group in self.opt.param_groups: group['lr'] = self.lr
         self.gens = [torch.Generator(device=self.device).manual_seed(s + 1) for s in seeds]
         torch.manual_seed(step_rng_seed(seeds))  # the step's own draws (dropout): the process's generator, seeded by the runs
+        # a compiled step starts from an empty dynamo cache: steps compiled one after another in a process (a sweep's groups,
+        # the benchmark's rows) leave entries on torch.func's shared wrappers that reach dynamo's recompile limit (8), after
+        # which the step trains uncompiled; and on the H200 a later batched step failed to trace at all (90_bench)
+        if self.compiled: torch._dynamo.reset()
         self._grads = step_gradients(run_loss(self.base, self.spec, self.device, cfg.dtype), self.R, self.compiled)
         R, dev = self.R, self.device  # what a step adds to, on the device: training losses since the last `take_losses`,
         self.loss_sum, self.n_losses = torch.zeros(R, device=dev), 0  # each run's first non-finite loss, the step as the device counts it
