@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['ICL_SAMPLE_TARGETS', 'FAMILY_TARGETS', 'time_ms', 'bench_data', 'machine_description', 'bench_model', 'bench_icl',
-           'bench_families', 'anchor_models', 'bench_anchors', 'bench_rows', 'family_ratios']
+           'bench_families', 'bench_clipping', 'anchor_models', 'bench_anchors', 'bench_rows', 'family_ratios']
 
 # %% ../nbs/90_bench.ipynb #04cdfb61
 import datetime
 import gc
+import itertools
 import platform
 import statistics
 import time
@@ -24,7 +25,7 @@ from .models.registry import build
 from .tasks.markov.task import TaskConfig, sample_task, sample_tasks
 from .training.config import TrainConfig
 from .training.loop import CUDA_PREFETCH, single_run
-from .training.step import BatchedTrainer
+from .training.step import BatchedTrainer, _clip_one_buffer, _clip_per_run_ref
 from .tasks.regression.functions import ICLTaskConfig, layout, read_x_positions, sample_prompts
 from .tasks.regression.optimal import least_squares, sparse_posterior
 from .tasks.regression.baselines import baselines_for, run_baseline
@@ -156,13 +157,13 @@ def bench_families(device='cpu', # where the steps run
                    sizes=('-tiny', '-small'), # preset suffixes: '' is the standard size
                    pairs=(41,), # (x, y) pairs per prompt, d = 20
                    runs=(), # also R runs batched in one step, for each R
-                   single=True, # also the single run (R = 1); False: only the batched rows of `runs`
                    repeat=20, # timed blocks of steps are repeat // 10 (at least 2)
                    compile='auto', # the trainer's: 'auto' compiles on CUDA
                    families=tuple(FAMILY_TARGETS), # preset names without the size
                    seed=0,
                    log=None, # called with each row as it is measured (a long GPU benchmark keeps what it has)
                    fused=(False,), # the trainer's `fused` (torch's fused AdamW): rows of each value given, labelled 'fused AdamW'
+                   single=True, # also the single run (R = 1); False: only the batched rows of `runs`
                   ): # one row per measurement: benchmark, shape, ms, target_ms, meets_target
     "Milliseconds per training step of each function-class family, single and batched, with the first step's time."
     rows, cuda = [], torch.device(device).type == 'cuda'
@@ -198,6 +199,37 @@ def bench_families(device='cpu', # where the steps run
     df = pd.DataFrame(rows)
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df
+
+# %% ../nbs/90_bench.ipynb #22e831fc
+def _replayable(fn, device): # -> what to time: on CUDA `fn` captured once in a CUDA graph and replayed (as the step runs it), else `fn`
+    if torch.device(device).type != 'cuda': return fn
+    side = torch.cuda.Stream(); side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side): fn()  # warm-up on a side stream, as capture asks
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph): fn()
+    return graph.replay
+
+def bench_clipping(device='cpu', # where the gradients are
+                   sizes=('-tiny', '-small'), # preset suffixes: '' is the standard size
+                   runs=(), # also R runs at once, for each R
+                   families=tuple(FAMILY_TARGETS), # preset names without the size
+                   repeat=20, # timed calls (the median)
+                   log=None, # called with each row as it is measured
+                  ): # one row per measurement: benchmark, shape, ms (per run), target_ms
+    "Milliseconds per run of the step's gradient clipping on each family's parameters: one buffer (`_clip_one_buffer`, on CUDA) beside its twin, tensor by tensor (on a CPU)."
+    rows, cuda = [], torch.device(device).type == 'cuda'
+    for family, size, R in itertools.product(families, sizes, (1, *runs)):
+        model = build(family + size, REGRESSION.model_io(ICLTaskConfig(task='linear')))
+        g = torch.Generator(device).manual_seed(0)
+        grads = {k: torch.randn(R, *p.shape, generator=g, device=device) for k, p in model.named_parameters()}
+        for how, clip in (('one buffer', _clip_one_buffer), ('tensor by tensor', _clip_per_run_ref)):
+            ms = time_ms(_replayable(lambda: clip(grads, 1e-3), device), repeat, 3, device) / R  # 1e-3: every run clipped
+            rows.append(dict(benchmark=f'{family}{size} gradient clipping, ' + ('single run' if R == 1 else f'{R} runs batched, per run')
+                             + f" ({how}, {'CUDA graph' if cuda else 'eager'})", shape=f'{len(grads)} tensors, {model.n_params():,} parameters',
+                             ms=ms, target_ms=None))
+            if log: log(rows[-1])
+    return pd.DataFrame(rows)
 
 # %% ../nbs/90_bench.ipynb #04d701e4
 class _Anchor(nn.Module):

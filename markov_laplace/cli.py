@@ -337,7 +337,7 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
-    from markov_laplace.bench import FAMILY_TARGETS, bench_anchors, bench_data, bench_families, bench_icl, bench_model, bench_rows
+    from markov_laplace.bench import FAMILY_TARGETS, bench_anchors, bench_clipping, bench_data, bench_families, bench_icl, bench_model, bench_rows
     from markov_laplace.storage import write_csv
     cuda = torch.device(a.device).type == 'cuda'
     done = []
@@ -351,11 +351,12 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
              'Markov training step': lambda: bench_model(a.repeat, a.device, a.backends, runs=a.runs, compiled=a.compiled)} if not a.no_markov else {}
     if not a.no_icl: parts['function-class rows'] = lambda: bench_icl(a.repeat, a.device)
     if not a.no_families:
+        fam_sizes = tuple(sizes[s] for s in (a.family_sizes or (['standard'] if cuda else ['tiny', 'small'])))
+        fam_runs, fams = tuple((3,) if a.family_runs is None and cuda else (a.family_runs or ())), tuple(a.families or FAMILY_TARGETS)
+        parts['gradient clipping'] = lambda: bench_clipping(a.device, fam_sizes, fam_runs, fams, a.repeat, log=log)
         parts['families'] = lambda: bench_families(
-            a.device, tuple(sizes[s] for s in (a.family_sizes or (['standard'] if cuda else ['tiny', 'small']))), pairs,
-            tuple((3,) if a.family_runs is None and cuda else (a.family_runs or ())), a.repeat,
-            {'auto': 'auto', 'yes': True, 'no': False}[a.family_compile], tuple(a.families or FAMILY_TARGETS),
-            fused={'no': (False,), 'yes': (True,), 'both': (False, True)}[a.fused_optimizer], log=log, single=not a.no_single_run)
+            a.device, sizes=fam_sizes, pairs=pairs, runs=fam_runs, repeat=a.repeat, compile={'auto': 'auto', 'yes': True, 'no': False}[a.family_compile],
+            families=fams, fused={'no': (False,), 'yes': (True,), 'both': (False, True)}[a.fused_optimizer], log=log, single=not a.no_single_run)
     if a.anchors: parts['anchors'] = lambda: bench_anchors(a.device, pairs, a.repeat, log=log)
     out = []
     with tqdm(total=len(parts), desc='bench', unit='part') as bar:

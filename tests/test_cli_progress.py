@@ -38,12 +38,12 @@ def test_ctrl_c_reaches_the_workers(tmp_path):
 
 def test_floors_and_bench_show_overall_progress(monkeypatch, capsys):
     row = lambda name: pd.DataFrame(dict(benchmark=[name], shape=['-'], ms=[1.0]))
-    for name in ('bench_data', 'bench_model', 'bench_icl', 'bench_families'):
+    for name in ('bench_data', 'bench_model', 'bench_icl', 'bench_families', 'bench_clipping'):
         monkeypatch.setattr(bench, name, lambda *a, _n=name, **k: row(_n))
     a = cli._parser().parse_args(['bench', '--repeat', '1'])
-    assert len(cli._bench(a)) == 4
+    assert len(cli._bench(a)) == 5
     err = capsys.readouterr().err
-    assert 'bench: 100%' in err and '4/4' in err  # a bar over the parts
+    assert 'bench: 100%' in err and '5/5' in err  # a bar over the parts
 
 
 def test_bench_times_the_families_with_and_without_fused_adamw(monkeypatch):
@@ -53,8 +53,15 @@ def test_bench_times_the_families_with_and_without_fused_adamw(monkeypatch):
     def families(*a, **k):
         seen.update(signature.bind(*a, **k).arguments)
         return pd.DataFrame(dict(benchmark=['f'], shape=['-'], ms=[1.0]))
+    clipping, clip_sig = {}, inspect.signature(bench.bench_clipping)
+    def clip(*a, **k):
+        clipping.update(clip_sig.bind(*a, **k).arguments)
+        return pd.DataFrame(dict(benchmark=['c'], shape=['-'], ms=[1.0]))
     monkeypatch.setattr(bench, 'bench_families', families)
+    monkeypatch.setattr(bench, 'bench_clipping', clip)
     cli._bench(cli._parser().parse_args(['bench', '--no-markov', '--no-icl', '--families', 'icl-s4d', '--fused-optimizer', 'both']))
     assert seen['fused'] == (False, True) and seen['families'] == ('icl-s4d',) and seen['compile'] == 'auto'
-    cli._bench(cli._parser().parse_args(['bench', '--no-markov', '--no-icl']))
-    assert seen['fused'] == (False,)  # the default: torch's default AdamW only
+    assert seen['repeat'] == 30 and seen['sizes'] == ('-tiny', '-small') and seen.get('single', True)  # every option where it belongs
+    assert clipping['families'] == ('icl-s4d',) and clipping['sizes'] == seen['sizes'] and clipping['runs'] == seen['runs'] == ()
+    cli._bench(cli._parser().parse_args(['bench', '--no-markov', '--no-icl', '--family-runs', '3', '--no-single-run']))
+    assert seen['fused'] == (False,) and seen['single'] is False and seen['runs'] == (3,)  # the default optimizer; batched rows only

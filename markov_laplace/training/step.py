@@ -21,11 +21,25 @@ from ..tasks.protocol import Evaluator, task_of
 from .config import _autocast, decay_names, lr_at, optimizer
 
 # %% ../../nbs/training/01_step.ipynb #1b41fb71
-def _clip_per_run(grads, max_norm):
-    "Scale each run's gradients (leading axis) so that its global norm is at most max_norm."
+def _clip_per_run_ref(grads, max_norm):
+    "Scale each run's gradients (leading axis) so that its global norm is at most max_norm: the reference twin, tensor by tensor."
     sq = sum(g.flatten(1).pow(2).sum(1) for g in grads.values())  # (R,)
     coef = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
     return {k: g * coef.view(-1, *[1] * (g.dim() - 1)) for k, g in grads.items()}
+
+def _clip_one_buffer(grads, max_norm):
+    "The same clipping in a few kernels: every gradient copied into one (R, N) buffer, one norm per run, one scaling; each comes back as a view of the buffer (contiguous where R = 1)."
+    gs = list(grads.values())
+    R = gs[0].shape[0]
+    flat = torch.cat([g.reshape(R, -1) for g in gs], 1)
+    flat.mul_((max_norm / (torch.linalg.vector_norm(flat, dim=1, keepdim=True) + 1e-6)).clamp(max=1.0))
+    return {k: part.view(g.shape) for (k, g), part in zip(grads.items(), flat.split([g[0].numel() for g in gs], 1))}
+
+def _clip_per_run(grads, max_norm):
+    "The step's clipping: one buffer on CUDA (the twin launches four kernels per parameter, hundreds a step), the twin elsewhere."
+    gs = list(grads.values())  # on a CPU the twin is the faster one at the papers' sizes (90_bench, bench_clipping)
+    one = gs[0].is_cuda and len({g.dtype for g in gs}) == 1
+    return (_clip_one_buffer if one else _clip_per_run_ref)(grads, max_norm)
 
 # %% ../../nbs/training/01_step.ipynb #a7e4b9c1
 def _dense(t): # no element twice and no gap: its strides, sorted, are those of a contiguous tensor
