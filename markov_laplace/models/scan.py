@@ -228,8 +228,8 @@ if triton is not None:
             h = tl.sum(tl.where((rows == TC - 1)[:, None, None], H, 0.), 0)  # past L the state stands still: the last row is the state at min(end, L)
 
     # dB and dC are partial sums, one slice per channel block: the autotuner's trial of a smaller block fills slices that
-    # the chosen config leaves alone, so they are zeroed after the trials (reset_to_zero), or the first call of a shape sums stale slices
-    @triton.autotune(configs=_CONFIGS, key=['L', 'D', 'N'], reset_to_zero=['dB_ptr', 'dC_ptr'])
+    # the chosen config leaves alone, so only the chosen config's slices are summed (_s6_fused_bwd_triton)
+    @triton.autotune(configs=_CONFIGS, key=['L', 'D', 'N'])
     @triton.jit
     def _s6_bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, h_ptr, gy_ptr, dx_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr,
                        L, D, N, per, n_rows,
@@ -294,12 +294,16 @@ def _s6_fused_bwd_triton(x, dt, A, B, C, states, gy):
     f32 = dict(device=x.device, dtype=torch.float32)
     dx, ddt = torch.empty(b, l, d, **f32), torch.empty(b, l, d, **f32)
     dA = torch.empty(b, d, n, **f32)
-    dB, dC = torch.zeros(nbd, b, l, n, **f32), torch.zeros(nbd, b, l, n, **f32)  # the blocks a larger BD leaves unused stay 0
-    grid = lambda meta: (b, triton.cdiv(d, meta['BD']))
+    dB, dC = torch.empty(nbd, b, l, n, **f32), torch.empty(nbd, b, l, n, **f32)
+    blocks = []  # every launch asks the grid for its channel blocks, the autotuner's trials first and the chosen config's last
+    def grid(meta):
+        blocks.append(triton.cdiv(d, meta['BD']))
+        return (b, blocks[-1])
     _s6_bwd_kernel[grid](x, dt, A, B, C, states, gy, dx, ddt, dA, dB, dC, l, d, n, b // G, b,
                          BN=triton.next_power_of_2(n), TC=S6_CHUNK)
+    nb = blocks[-1]  # the slices the chosen config wrote, each of them whole: only those are summed (no zeros written or read)
     return (dx.to(x.dtype), ddt.to(dt.dtype), dA.view(G, b // G, d, n).sum(1).to(A.dtype),
-            dB.sum(0).to(B.dtype), dC.sum(0).to(C.dtype))
+            dB[:nb].sum(0).to(B.dtype), dC[:nb].sum(0).to(C.dtype))
 
 
 # %% ../../nbs/models/01_scan.ipynb #2f2dc39d
