@@ -52,8 +52,15 @@ def _braces(tokens): # bash's {a,b} expansion, enough for grids/{fig1,fig10}.yam
         out += [t[:m.start()] + x + t[m.end():] for x in m.group(1).split(',')] if m else [t]
     return out
 
+def _own_words(tokens): # a command's own words: those before a pipe or a redirection (`2>&1 | tail`, `> log`)
+    out = []
+    for t in tokens:
+        if t in ('|', '||') or re.match(r'\d*[<>]', t): break
+        out.append(t)
+    return out
+
 def _cli_argv(line): # the CLI's arguments of a command line, or None
-    tokens = shlex.split(line, comments=True) if line.count("'") % 2 == 0 else line.split()
+    tokens = _own_words(shlex.split(line, comments=True) if line.count("'") % 2 == 0 else line.split())
     for i, t in enumerate(tokens):
         if t == 'markov-laplace': return _braces([PLACEHOLDERS.get(x, x) for x in tokens[i + 1:]])
         if t == '-m' and i + 1 < len(tokens) and tokens[i + 1] == 'markov_laplace': return _braces([PLACEHOLDERS.get(x, x) for x in tokens[i + 2:]])
