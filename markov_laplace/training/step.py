@@ -37,7 +37,7 @@ def _clip_one_buffer(grads, max_norm):
 
 def _clip_per_run(grads, max_norm):
     "The step's clipping: one buffer on CUDA (the twin launches four kernels per parameter, hundreds a step), the twin elsewhere."
-    gs = list(grads.values())  # on a CPU the twin is the faster one at the papers' sizes (90_bench, bench_clipping)
+    gs = list(grads.values())  # a CPU has no launches to save: there the twin, with no large buffer (90_bench, bench_clipping)
     one = gs[0].is_cuda and len({g.dtype for g in gs}) == 1
     return (_clip_one_buffer if one else _clip_per_run_ref)(grads, max_norm)
 
