@@ -219,16 +219,17 @@ def bench_clipping(device='cpu', # where the gradients are
                   ): # one row per measurement: benchmark, shape, ms (per run), target_ms
     "Milliseconds per run of the step's gradient clipping on each family's parameters: one buffer (`_clip_one_buffer`, on CUDA) beside its twin, tensor by tensor (on a CPU)."
     rows, cuda = [], torch.device(device).type == 'cuda'
-    for family, size, R in itertools.product(families, sizes, (1, *runs)):
-        model = build(family + size, REGRESSION.model_io(ICLTaskConfig(task='linear')))
-        g = torch.Generator(device).manual_seed(0)
-        grads = {k: torch.randn(R, *p.shape, generator=g, device=device) for k, p in model.named_parameters()}
-        for how, clip in (('one buffer', _clip_one_buffer), ('tensor by tensor', _clip_per_run_ref)):
-            ms = time_ms(_replayable(lambda: clip(grads, 1e-3), device), repeat, 3, device) / R  # 1e-3: every run clipped
-            rows.append(dict(benchmark=f'{family}{size} gradient clipping, ' + ('single run' if R == 1 else f'{R} runs batched, per run')
-                             + f" ({how}, {'CUDA graph' if cuda else 'eager'})", shape=f'{len(grads)} tensors, {model.n_params():,} parameters',
-                             ms=ms, target_ms=None))
-            if log: log(rows[-1])
+    for family, size in itertools.product(families, sizes):
+        model = build(family + size, REGRESSION.model_io(ICLTaskConfig(task='linear')))  # built once, its gradients drawn once per R
+        shape = f'{sum(1 for _ in model.parameters())} tensors, {model.n_params():,} parameters'
+        for R in (1, *runs):
+            g = torch.Generator(device).manual_seed(0)
+            grads = {k: torch.randn(R, *p.shape, generator=g, device=device) for k, p in model.named_parameters()}
+            for how, clip in (('one buffer', _clip_one_buffer), ('tensor by tensor', _clip_per_run_ref)):
+                ms = time_ms(_replayable(lambda: clip(grads, 1e-3), device), repeat, 3, device) / R  # 1e-3: every run clipped
+                rows.append(dict(benchmark=f'{family}{size} gradient clipping, ' + ('single run' if R == 1 else f'{R} runs batched, per run')
+                                 + f" ({how}, {'CUDA graph' if cuda else 'eager'})", shape=shape, ms=ms, target_ms=None))
+                if log: log(rows[-1])
     return pd.DataFrame(rows)
 
 # %% ../nbs/90_bench.ipynb #04d701e4
