@@ -33,6 +33,30 @@ def test_compiled_batched_mamba1_step_is_one_graph_with_the_eager_numbers():
     for k in pe: torch.testing.assert_close(pc[k], pe[k])
 
 
+def test_compiled_transformer_steps_give_the_eager_numbers():
+    """Tiny one-layer transformer, 1 run and 3 runs in one vmapped step: compiled (the fused attention kernel, batched through
+    its vmap fallback traced into the graph: models/04_transformer) it is one graph, and its losses and weights are the
+    eager step's (the explicit attention under vmap), 4 steps."""
+    task, cfg = ICLTaskConfig(task='linear', d=5, d_cur=5, n_points=9), TrainConfig(steps=100, batch=8, device='cpu', lr=1e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for R in (1, 3):
+            runs = {}
+            for compiled in (False, True):
+                torch._dynamo.utils.counters.clear()
+                tr = BatchedTrainer([build('icl-transformer-tiny', REGRESSION.model_io(task), seed=s, n_layers=1) for s in range(R)],
+                                    task, cfg, list(range(R)), compile=compiled)
+                losses = []
+                for _ in range(4): tr.step(); losses.append(tr.take_losses())
+                runs[compiled] = torch.tensor(losses), tr.params
+            assert not torch._dynamo.utils.counters['graph_break'] and torch._dynamo.utils.counters['stats']['unique_graphs'] == 1
+            (eager, pe), (comp, pc) = runs[False], runs[True]
+            torch.testing.assert_close(comp, eager, msg=lambda m: f'R={R}: {m}')
+            for k in pe: torch.testing.assert_close(pc[k], pe[k], msg=lambda m: f'R={R} {k}: {m}')
+    finally: torch.set_num_threads(threads)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize('family', ['icl-transformer-tiny', 'icl-mamba1-tiny', 'icl-s4d-tiny'])
 def test_fused_adamw_and_the_compiled_step_on_cuda_give_the_eager_numbers(family):

@@ -46,9 +46,10 @@ def _explicit_causal_attention(q, k, v): # (..., T, dh)
     return s.softmax(-1) @ v
 
 def causal_attention(q, k, v):
-    "Causal softmax attention of (B, H, T, dh) tensors: the fused kernel, or the explicit form under torch.func transforms."
-    # torch.compile traces the explicit form (the functorch query below would break its graph; inductor fuses the softmax)
-    if torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(q):
+    "Causal softmax attention of (B, H, T, dh) tensors: the fused kernel, or the explicit form under eager torch.func transforms."
+    # compiling, always the fused kernel: the functorch query below would break dynamo's graph, and a compiled vmap traces
+    # the kernel's batching (a loop over runs where it has no rule) into its graph
+    if not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(q):
         return _explicit_causal_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
