@@ -33,10 +33,13 @@ def test_compiled_batched_mamba1_step_is_one_graph_with_the_eager_numbers():
     for k in pe: torch.testing.assert_close(pc[k], pe[k])
 
 
-def test_compiled_transformer_steps_give_the_eager_numbers():
-    """Tiny one-layer transformer, 1 run and 3 runs in one vmapped step: compiled (the fused attention kernel, batched through
-    its vmap fallback traced into the graph: models/04_transformer) it is one graph, and its losses and weights are the
-    eager step's (the explicit attention under vmap), 4 steps."""
+@pytest.mark.parametrize('family', ['icl-transformer-tiny', 'icl-s4d-tiny'])
+def test_compiled_steps_with_their_own_vmap_paths_give_the_eager_numbers(family):
+    """Tiny one-layer transformer and S4D, 1 run and 3 runs in one vmapped step: compiled (the transformer's fused attention
+    kernel, batched through its vmap fallback traced into the graph: models/04_transformer; S4D's convolution with its
+    gradients written out, an autograd.Function allowed in the graph: models/06_s4) it is one graph, and its losses and
+    weights are the eager step's, 4 steps (no dropout: compiled code draws other masks)."""
+    over = dict(n_layers=1, **(dict(dropout=0.0) if 's4d' in family else {}))
     task, cfg = ICLTaskConfig(task='linear', d=5, d_cur=5, n_points=9), TrainConfig(steps=100, batch=8, device='cpu', lr=1e-3)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -45,7 +48,7 @@ def test_compiled_transformer_steps_give_the_eager_numbers():
             runs = {}
             for compiled in (False, True):
                 torch._dynamo.utils.counters.clear()
-                tr = BatchedTrainer([build('icl-transformer-tiny', REGRESSION.model_io(task), seed=s, n_layers=1) for s in range(R)],
+                tr = BatchedTrainer([build(family, REGRESSION.model_io(task), seed=s, **over) for s in range(R)],
                                     task, cfg, list(range(R)), compile=compiled)
                 losses = []
                 for _ in range(4): tr.step(); losses.append(tr.take_losses())
@@ -53,7 +56,9 @@ def test_compiled_transformer_steps_give_the_eager_numbers():
             assert not torch._dynamo.utils.counters['graph_break'] and torch._dynamo.utils.counters['stats']['unique_graphs'] == 1
             (eager, pe), (comp, pc) = runs[False], runs[True]
             torch.testing.assert_close(comp, eager, msg=lambda m: f'R={R}: {m}')
-            for k in pe: torch.testing.assert_close(pc[k], pe[k], msg=lambda m: f'R={R} {k}: {m}')
+            for k in pe:  # Adam's first steps move a weight by about lr (1e-3) whatever its gradient's size, so a gradient
+                # near 0 that rounds the other way moves its weight up to ~lr apart: weights within a tenth of lr
+                torch.testing.assert_close(pc[k], pe[k], rtol=1e-4, atol=1e-4, msg=lambda m: f'R={R} {k}: {m}')
     finally: torch.set_num_threads(threads)
 
 
