@@ -86,3 +86,22 @@ def test_our_mamba1_mixer_is_mamba_ssm_mamba_given_the_same_weights():
     ours_p = dict(ours.named_parameters())
     for k, p in theirs.named_parameters():
         assert rel(ours_p[names[k]].grad, p.grad) <= 1e-3, (k, rel(ours_p[names[k]].grad, p.grad))
+
+
+@pytest.mark.gpu
+def test_s4d_convolution_with_its_written_gradients_is_its_twin_on_cuda():
+    "S4D's `fft_causal_conv` (gradients by hand) against autograd through the FFT on CUDA: float32, and bf16 input under autocast."
+    from markov_laplace.models.s4 import fft_causal_conv, fft_causal_conv_ref
+    g = torch.Generator(device='cuda').manual_seed(0)
+    for dtype, L in ((torch.float32, 82), (torch.float32, 202), (torch.bfloat16, 82)):
+        u = torch.randn(8, L, 435, device='cuda', generator=g).to(dtype).requires_grad_()
+        K = torch.randn(435, L, device='cuda', generator=g).div(L).requires_grad_()
+        gy = torch.randn(8, L, 435, device='cuda', generator=g)
+        with torch.autocast('cuda', torch.bfloat16, enabled=dtype == torch.bfloat16):
+            y, y_ref = fft_causal_conv(u, K), fft_causal_conv_ref(u, K)
+        assert y.dtype == y_ref.dtype == torch.float32
+        torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4 * y_ref.abs().max().item())
+        for a, b in zip(torch.autograd.grad(y, (u, K), gy), torch.autograd.grad(y_ref, (u, K), gy)):
+            assert a.dtype == b.dtype
+            tol = (1e-2 if a.dtype == torch.bfloat16 else 1e-4) * b.abs().max().item()
+            torch.testing.assert_close(a, b, rtol=1e-2 if a.dtype == torch.bfloat16 else 1e-4, atol=tol)
