@@ -62,12 +62,12 @@ def fft_length(L): # -> the FFT size of a causal convolution of length L
     # which cuFFT runs with its slow prime-size kernels (the eager S4D profile, 90_bench)
     return 1 << (2 * L - 2).bit_length()
 
-def fft_causal_conv_ref(u, K): # u (B, L, H), K (H, L) -> (B, L, H) in float32
+def fft_causal_conv_ref(u, K): # u (B, L, H), K (H, L) -> (B, L, H) in float32 (float64 for float64 inputs)
     "y_t = sum_{j<=t} K_{t-j} u_j per channel, through the FFT (zero-padded to `fft_length(L)` >= 2L - 1: no wrap-around); autograd's gradients."
     L = u.shape[-2]
     n = fft_length(L)
-    uf = torch.fft.rfft(u.float(), n=n, dim=-2)
-    kf = torch.fft.rfft(K.float(), n=n, dim=-1).transpose(0, 1)  # (n / 2 + 1, H)
+    uf = torch.fft.rfft(u.to(torch.promote_types(u.dtype, torch.float32)), n=n, dim=-2)
+    kf = torch.fft.rfft(K.to(torch.promote_types(K.dtype, torch.float32)), n=n, dim=-1).transpose(0, 1)  # (n / 2 + 1, H)
     return torch.fft.irfft(uf * kf, n=n, dim=-2)[..., :L, :]
 
 def s4d_recurrence(u, log_dt, C, log_A_real, A_imag, D): # u (B, L, H) -> (B, L, H): the reference twin
@@ -82,35 +82,42 @@ def s4d_recurrence(u, log_dt, C, log_A_real, A_imag, D): # u (B, L, H) -> (B, L,
     return torch.stack(ys, 1)
 
 # %% ../../nbs/models/06_s4.ipynb #491d5524
+def _fft_dtype(t): return torch.promote_types(t.dtype, torch.float32) # float32, or float64 for float64 inputs
+
 class _CausalConvFFT(torch.autograd.Function):
     generate_vmap_rule = True  # forward and backward are torch ops: vmap batches them as it would the plain code
 
     @staticmethod
-    def forward(u, K): # u (B, L, H), K (H, L) -> y (B, L, H), and the two spectra the backward reads
+    def forward(u, K): # u (..., L, H), K (H, L) -> y (..., L, H), and the two spectra the backward reads
         L = u.shape[-2]
         n = fft_length(L)
-        uf = torch.fft.rfft(u.float().transpose(-1, -2), n=n)  # (B, H, n / 2 + 1): over the last, contiguous axis
-        kf = torch.fft.rfft(K.float(), n=n)  # (H, n / 2 + 1)
+        uf = torch.fft.rfft(u.to(_fft_dtype(u)).transpose(-1, -2).contiguous(), n=n)  # (..., H, n / 2 + 1), over a contiguous axis
+        kf = torch.fft.rfft(K.to(_fft_dtype(K)), n=n)  # (H, n / 2 + 1)
         return torch.fft.irfft(uf * kf, n=n)[..., :L].transpose(-1, -2), uf, kf
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         _, uf, kf = output
         ctx.mark_non_differentiable(uf, kf)
+        ctx.set_materialize_grads(False)  # the spectra get no gradient: no zeros made for them
         ctx.save_for_backward(uf, kf)
         ctx.L, ctx.u_dtype, ctx.K_dtype = inputs[0].shape[-2], inputs[0].dtype, inputs[1].dtype
 
     @staticmethod
-    def backward(ctx, g, _uf, _kf): # g (B, L, H)
+    @torch.autograd.function.once_differentiable  # the spectra are kept, not recomputed: a second derivative raises
+    def backward(ctx, g, _uf, _kf): # g (..., L, H)
+        if g is None: return None, None  # y's gradient undefined (not materialised as zeros): none for u and K either
         uf, kf = ctx.saved_tensors
         L, n = ctx.L, fft_length(ctx.L)
-        gc = torch.fft.rfft(g.float().transpose(-1, -2), n=n).conj()  # a correlation is a convolution with the conjugate
+        gc = torch.fft.rfft(g.to(uf.real.dtype).transpose(-1, -2).contiguous(), n=n).conj()  # a correlation: a convolution with the conjugate
         du = torch.fft.irfft((gc * kf).conj(), n=n)[..., :L].transpose(-1, -2)
-        dK = torch.fft.irfft((gc * uf).sum(0).conj(), n=n)[..., :L]
+        gu = gc * uf
+        if gu.dim() > 2: gu = gu.flatten(0, -3).sum(0)  # summed over every batch axis (sum over () would sum them all)
+        dK = torch.fft.irfft(gu.conj(), n=n)[..., :L]
         return du.to(ctx.u_dtype), dK.to(ctx.K_dtype)
 
 @torch.compiler.allow_in_graph  # compiled, one call in dynamo's graph, its vmap rule applied where the step is traced
-def fft_causal_conv(u, K): # u (B, L, H), K (H, L) -> (B, L, H) in float32
+def fft_causal_conv(u, K): # u (B, L, H), K (H, L) -> (B, L, H) in float32 (float64 for float64 inputs)
     "`fft_causal_conv_ref`'s numbers, its gradients written out (one real FFT and two inverse ones) instead of autograd's."
     return _CausalConvFFT.apply(u, K)[0]
 
