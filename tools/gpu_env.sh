@@ -20,3 +20,9 @@ fi
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 python3 -c 'import distributed' 2>/dev/null || echo "gpu_env: dask.distributed does not import: run tools/dask_wheels.sh here and carry .whl (sweeps with --workers/--scheduler need it)"
 export PYTHONUNBUFFERED=1
+# torch.compile's kernels: inductor's cache in the checkout, an ignored path, so the calls of one held machine share it;
+# unpacked from .inductor_cache.tar.xz where an earlier session's was brought back and carried (tools/inductor_cache.sh)
+export TORCHINDUCTOR_CACHE_DIR=$PWD/.inductor_cache
+if [ -f .inductor_cache.tar.xz ] && [ ! -d .inductor_cache ]; then
+  tar xJf .inductor_cache.tar.xz || { echo "gpu_env: .inductor_cache.tar.xz does not unpack; compiling from scratch"; rm -rf .inductor_cache; }
+fi

@@ -1,0 +1,24 @@
+# Bring torch.compile's kernels from one GPU session to the next (issue 20: compilation is 74-130 s per shape there,
+# paid again by every fresh machine). tools/gpu_env.sh points inductor's cache at .inductor_cache/ in the checkout.
+#   on the GPU machine, at the end of a call:  bash tools/inductor_cache.sh pack     # -> $OUT/inductor_cache.tar.xz
+#   here, after the call:                      cp /work/.device/N/inductor_cache.tar.xz .inductor_cache.tar.xz
+#   the next session's calls:                  carry .inductor_cache.tar.xz beside .whl and .commit
+# Inductor keys each entry by the traced graph, torch's version and the device, so a changed model compiles anew and a
+# stale entry is never used; the archive holds only what this project's own compiled steps wrote.
+# A file back from $OUT is at most 16 MiB: a larger archive is not written (the cache stays on the machine for its calls).
+set -u
+cd "$(dirname "$0")/.." || exit 2
+case "${1:-}" in
+  pack)
+    [ -d .inductor_cache ] || { echo "inductor_cache: no .inductor_cache here: nothing compiled"; exit 0; }
+    out=${OUT:?inductor_cache: OUT is not set (the device tool sets it)}/inductor_cache.tar.xz
+    XZ_OPT=-T0 tar cJf "$out.part" .inductor_cache || { rm -f "$out.part"; exit 1; }
+    size=$(stat -c %s "$out.part")
+    max=${INDUCTOR_CACHE_MAX_MIB:-16}  # MiB: the device tool's limit on one file from $OUT
+    if [ "$size" -gt $((max * 1024 * 1024)) ]; then
+      rm -f "$out.part"; echo "inductor_cache: $((size / 1048576)) MiB packed, over the $max MiB a file from \$OUT may be; not written"
+    else
+      mv "$out.part" "$out"; echo "inductor_cache: $(du -sh .inductor_cache | cut -f1) of kernels packed into $((size / 1024)) KiB: $out"
+    fi ;;
+  *) echo "usage: bash tools/inductor_cache.sh pack   (on the GPU machine, at the end of a call)"; exit 2 ;;
+esac
