@@ -12,22 +12,29 @@ from markov_laplace.training.config import TrainConfig
 from markov_laplace.training.step import BatchedTrainer
 
 
-def test_compiled_batched_mamba1_step_is_one_graph_with_the_eager_numbers():
-    "3 runs of tiny one-layer Mamba-1 in one vmapped step: compiled (~20 s on one core) against eager, 4 steps."
+def _eager_and_compiled(family, R, **over):
+    """R runs of a tiny preset in one step, 4 steps eager and 4 compiled on one CPU thread (small tensors; a busy machine's
+    second core is not taken from others): {compiled: (losses, weights)}, after asserting the compiled step is one graph."""
     task, cfg = ICLTaskConfig(task='linear', d=5, d_cur=5, n_points=9), TrainConfig(steps=100, batch=8, device='cpu', lr=1e-3)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors; a busy machine's second core is not taken from others
+    torch.set_num_threads(1)
     try:
         runs = {}
         for compiled in (False, True):
             torch._dynamo.utils.counters.clear()
-            tr = BatchedTrainer([build('icl-mamba1-tiny', REGRESSION.model_io(task), seed=s, n_layers=1) for s in range(3)],
-                                task, cfg, [0, 1, 2], compile=compiled)
+            tr = BatchedTrainer([build(family, REGRESSION.model_io(task), seed=s, **over) for s in range(R)],
+                                task, cfg, list(range(R)), compile=compiled)
             losses = []
             for _ in range(4): tr.step(); losses.append(tr.take_losses())
             runs[compiled] = torch.tensor(losses), tr.params
         assert not torch._dynamo.utils.counters['graph_break'] and torch._dynamo.utils.counters['stats']['unique_graphs'] == 1
     finally: torch.set_num_threads(threads)
+    return runs
+
+
+def test_compiled_batched_mamba1_step_is_one_graph_with_the_eager_numbers():
+    "3 runs of tiny one-layer Mamba-1 in one vmapped step: compiled (~20 s on one core) against eager, 4 steps."
+    runs = _eager_and_compiled('icl-mamba1-tiny', 3, n_layers=1)
     (eager, pe), (comp, pc) = runs[False], runs[True]
     torch.testing.assert_close(comp, eager)  # float32's tolerances: inductor's fused kernels round in another order
     for k in pe: torch.testing.assert_close(pc[k], pe[k])
@@ -40,26 +47,13 @@ def test_compiled_steps_with_their_own_vmap_paths_give_the_eager_numbers(family)
     gradients written out, an autograd.Function allowed in the graph: models/06_s4) it is one graph, and its losses and
     weights are the eager step's, 4 steps (no dropout: compiled code draws other masks)."""
     over = dict(n_layers=1, **(dict(dropout=0.0) if 's4d' in family else {}))
-    task, cfg = ICLTaskConfig(task='linear', d=5, d_cur=5, n_points=9), TrainConfig(steps=100, batch=8, device='cpu', lr=1e-3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for R in (1, 3):
-            runs = {}
-            for compiled in (False, True):
-                torch._dynamo.utils.counters.clear()
-                tr = BatchedTrainer([build(family, REGRESSION.model_io(task), seed=s, **over) for s in range(R)],
-                                    task, cfg, list(range(R)), compile=compiled)
-                losses = []
-                for _ in range(4): tr.step(); losses.append(tr.take_losses())
-                runs[compiled] = torch.tensor(losses), tr.params
-            assert not torch._dynamo.utils.counters['graph_break'] and torch._dynamo.utils.counters['stats']['unique_graphs'] == 1
-            (eager, pe), (comp, pc) = runs[False], runs[True]
-            torch.testing.assert_close(comp, eager, msg=lambda m: f'R={R}: {m}')
-            for k in pe:  # Adam's first steps move a weight by about lr (1e-3) whatever its gradient's size, so a gradient
-                # near 0 that rounds the other way moves its weight up to ~lr apart: weights within a tenth of lr
-                torch.testing.assert_close(pc[k], pe[k], rtol=1e-4, atol=1e-4, msg=lambda m: f'R={R} {k}: {m}')
-    finally: torch.set_num_threads(threads)
+    for R in (1, 3):
+        runs = _eager_and_compiled(family, R, **over)
+        (eager, pe), (comp, pc) = runs[False], runs[True]
+        torch.testing.assert_close(comp, eager, msg=lambda m: f'R={R}: {m}')
+        for k in pe:  # Adam's first steps move a weight by about lr (1e-3) whatever its gradient's size, so a gradient
+            # near 0 that rounds the other way moves its weight up to ~lr apart: weights within a tenth of lr
+            torch.testing.assert_close(pc[k], pe[k], rtol=1e-4, atol=1e-4, msg=lambda m: f'R={R} {k}: {m}')
 
 
 @pytest.mark.gpu

@@ -62,12 +62,14 @@ def fft_length(L): # -> the FFT size of a causal convolution of length L
     # which cuFFT runs with its slow prime-size kernels (the eager S4D profile, 90_bench)
     return 1 << (2 * L - 2).bit_length()
 
+def _fft_dtype(t): return torch.promote_types(t.dtype, torch.float32) # float32, or float64 for float64 inputs
+
 def fft_causal_conv_ref(u, K): # u (B, L, H), K (H, L) -> (B, L, H) in float32 (float64 for float64 inputs)
     "y_t = sum_{j<=t} K_{t-j} u_j per channel, through the FFT (zero-padded to `fft_length(L)` >= 2L - 1: no wrap-around); autograd's gradients."
     L = u.shape[-2]
     n = fft_length(L)
-    uf = torch.fft.rfft(u.to(torch.promote_types(u.dtype, torch.float32)), n=n, dim=-2)
-    kf = torch.fft.rfft(K.to(torch.promote_types(K.dtype, torch.float32)), n=n, dim=-1).transpose(0, 1)  # (n / 2 + 1, H)
+    uf = torch.fft.rfft(u.to(_fft_dtype(u)), n=n, dim=-2)
+    kf = torch.fft.rfft(K.to(_fft_dtype(K)), n=n, dim=-1).transpose(0, 1)  # (n / 2 + 1, H)
     return torch.fft.irfft(uf * kf, n=n, dim=-2)[..., :L, :]
 
 def s4d_recurrence(u, log_dt, C, log_A_real, A_imag, D): # u (B, L, H) -> (B, L, H): the reference twin
@@ -82,8 +84,6 @@ def s4d_recurrence(u, log_dt, C, log_A_real, A_imag, D): # u (B, L, H) -> (B, L,
     return torch.stack(ys, 1)
 
 # %% ../../nbs/models/06_s4.ipynb #491d5524
-def _fft_dtype(t): return torch.promote_types(t.dtype, torch.float32) # float32, or float64 for float64 inputs
-
 class _CausalConvFFT(torch.autograd.Function):
     generate_vmap_rule = True  # forward and backward are torch ops: vmap batches them as it would the plain code
 
