@@ -46,3 +46,19 @@ def test_an_archive_over_the_limit_is_not_written(tmp_path):
     (root / '.inductor_cache' / 'big').write_bytes(os.urandom(3 << 20))  # 3 MiB that do not compress, against a 1-MiB limit
     r = _pack(root, out, INDUCTOR_CACHE_MAX_MIB='1')
     assert r.returncode == 0 and 'not written' in r.stdout and not list(out.iterdir())
+
+
+def test_a_large_archive_comes_back_in_parts_that_join_into_it(tmp_path):
+    root, out = _checkout(tmp_path / 'a'), tmp_path / 'out'
+    out.mkdir()
+    (root / '.inductor_cache').mkdir()
+    data = os.urandom(3 << 20)  # 3 MiB that do not compress, with tar's headers: four parts of at most 1 MiB, under an 8-MiB limit
+    (root / '.inductor_cache' / 'big').write_bytes(data)
+    r = _pack(root, out, INDUCTOR_CACHE_PART_MIB='1', INDUCTOR_CACHE_MAX_MIB='8')
+    parts = sorted(out.iterdir())
+    assert r.returncode == 0 and '4 parts' in r.stdout and [p.name for p in parts] == [f'inductor_cache.tar.xz.part{i}' for i in range(4)], r.stdout
+    assert all(p.stat().st_size <= 1 << 20 for p in parts)
+    fresh = _checkout(tmp_path / 'b')  # here: cat the parts (the glob's order) into the archive the next session carries
+    subprocess.run(f'cat {out}/inductor_cache.tar.xz* > {fresh}/.inductor_cache.tar.xz', shell=True, check=True)
+    subprocess.run(['bash', '-c', '. tools/gpu_env.sh >/dev/null 2>&1'], cwd=fresh, check=True)
+    assert (fresh / '.inductor_cache' / 'big').read_bytes() == data
