@@ -29,7 +29,7 @@ def test_pack_then_unpack_gives_the_same_cache(tmp_path):
         (root / '.inductor_cache' / name).parent.mkdir(parents=True, exist_ok=True)
         (root / '.inductor_cache' / name).write_bytes(data)
     r = _pack(root, out)
-    assert r.returncode == 0 and (out / 'inductor_cache.tar.xz').is_file() and not (out / 'inductor_cache.tar.xz.part').exists(), r.stdout
+    assert r.returncode == 0 and [p.name for p in out.iterdir()] == ["inductor_cache.tar.xz"], r.stdout  # nothing else left in $OUT
     # the next session: a fresh checkout with the archive carried; sourcing gpu_env.sh unpacks it and points inductor there
     fresh = _checkout(tmp_path / 'b')
     shutil.copy(out / 'inductor_cache.tar.xz', fresh / '.inductor_cache.tar.xz')
@@ -62,3 +62,10 @@ def test_a_large_archive_comes_back_in_parts_that_join_into_it(tmp_path):
     subprocess.run(f'cat {out}/inductor_cache.tar.xz* > {fresh}/.inductor_cache.tar.xz', shell=True, check=True)
     subprocess.run(['bash', '-c', '. tools/gpu_env.sh >/dev/null 2>&1'], cwd=fresh, check=True)
     assert (fresh / '.inductor_cache' / 'big').read_bytes() == data
+
+
+def test_more_than_ten_parts_is_refused_before_packing(tmp_path):
+    root, out = _checkout(tmp_path / 'a'), tmp_path / 'out'
+    out.mkdir(); (root / '.inductor_cache').mkdir()
+    r = _pack(root, out, INDUCTOR_CACHE_PART_MIB='1', INDUCTOR_CACHE_MAX_MIB='11')
+    assert r.returncode == 2 and 'at most 10 parts' in r.stdout and not list(out.iterdir())
