@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from markov_laplace.analysis.icl_evaluate import OOD_COLUMNS, PROBE_COLUMNS
 
@@ -141,3 +142,25 @@ def test_icl_evaluate_refuses_runs_without_weights_under_its_root(tmp_path):
     (run / 'config.json').write_text(json.dumps(dict(task=dict(name='regression', task='linear', d=3, n_points=6), preset='icl-s4d-tiny')))
     with pytest.raises(SystemExit) as e: tool.main([str(tmp_path), '--runs', str(run), '--device', 'cpu'])
     assert e.value.code == 2
+
+
+def test_a_run_cut_by_its_training_budget_resumes_in_the_same_command_again(tmp_path):
+    "GPU.md's chain of two calls: the budget stops the sweep mid-run (SIGTERM), the checkpoint stays; the same command resumes from it."
+    from markov_laplace.experiments.store import steps_reached
+    root, out = tmp_path / 'runs', tmp_path / 'out'
+    args = ['grids/icl_main.yaml', '--scale', 'cpu', '--device', 'cpu', '--only', '*task=linear_preset=icl-transformer-tiny_*',
+            '--root', root, '--out', out, '--train-s', 15, '--eval-s', 5, '--', '--steps', 1_000_000]  # far more steps than 15 s allow
+    first = call(*args)
+    reached = steps_reached(root / RUN)
+    assert first.returncode == 1 and reached is not None and reached >= 100, first.stdout[-2000:]  # a checkpoint every 100 steps (cpu scale)
+    assert f'new -> resumable, steps {reached}/1000000' in first.stdout
+    ckpt, = (root / RUN).parent.rglob('ckpt*.pt')  # the run's, or its batched group's (one run: its histories' only entry)
+    history = torch.load(ckpt, map_location='cpu', weights_only=True)['histories'][0]
+    second = call(*args)
+    again = steps_reached(root / RUN)
+    assert second.returncode == 1 and again > reached and f'resumable -> resumable, steps {again}/1000000' in second.stdout, second.stdout[-2000:]
+    resumed = torch.load(ckpt, map_location='cpu', weights_only=True)['histories'][0]
+    pd.testing.assert_frame_equal(pd.DataFrame(resumed[:len(history)]), pd.DataFrame(history))  # the first call's rows kept (NaN: step 0's)
+    assert [h['step'] for h in resumed] == list(range(0, again + 1, 100))  # continued from the checkpoint, not restarted
+    entry, = json.loads((root / 'gpu_time.json').read_text())['grids'].values()
+    assert len(entry['calls']) == 2 and entry['steps'] == {RUN.rsplit('/', 1)[1]: again} and entry['finished'] == 0
