@@ -155,8 +155,8 @@ def close_claim(text, rows, a, b, ks, tol=0.05, min_steps=0): # one claims-table
     "Family `a` ≈ family `b`: their mean errors over `ks` differ by at most `tol`; not tested where either did not learn."
     sel, note = _common(rows, [a, b], min_steps)
     if sel is None: return not_tested(text, None, note)
-    sa, sb = curve_summary(sel[sel.family == a], ks), curve_summary(sel[sel.family == b], ks)
     if (flat := _untrained(text, sel, [a, b], ks)): return flat
+    sa, sb = curve_summary(sel[sel.family == a], ks), curve_summary(sel[sel.family == b], ks)
     diff = sa['mean'] - sb['mean']
     return claim(text, None, holds=abs(diff) <= tol,
                  evidence=f"{note}; mean over k = {min(ks)}..{max(ks)}: {a} {sa['mean']:.3f} ±{sa['half']:.3f}, {b} {sb['mean']:.3f} ±{sb['half']:.3f}, difference {diff:+.3f} (tol {tol})")
@@ -165,8 +165,8 @@ def worse_claim(text, rows, worse, others, ks, min_steps=0): # one claims-table 
     "Family `worse` is above every one of `others` beyond the bands, on average over `ks`; not tested where `worse` did not learn."
     sel, note = _common(rows, [worse, *others], min_steps)
     if sel is None: return not_tested(text, None, note)
-    s = {f: curve_summary(sel[sel.family == f], ks) for f in [worse, *others]}
     if (flat := _untrained(text, sel, [worse], ks)): return flat  # "worse" would only restate that it did not train
+    s = {f: curve_summary(sel[sel.family == f], ks) for f in [worse, *others]}
     holds = all(s[worse]['mean'] - s[worse]['half'] > s[o]['mean'] + s[o]['half'] for o in others)
     return claim(text, None, holds=holds, evidence=f"{note}; mean over k = {min(ks)}..{max(ks)}: " + ', '.join(f"{f} {v['mean']:.3f} ±{v['half']:.3f}" for f, v in s.items()))
 
