@@ -151,7 +151,8 @@ def bench_icl(repeat=20, # timed calls of the sampler rows
     return df
 
 # %% ../nbs/90_bench.ipynb #375f43f0
-FAMILY_TARGETS = {'icl-mamba1': (5.0, 2.5), 'icl-transformer': (3.0, 1.5), 'icl-s4d': (5.0, 2.5)} # ms per step on one H200, bf16, standard size: single run, per run of 3 batched
+FAMILY_TARGETS = {'icl-mamba1': (5.0, 2.5), 'icl-transformer': (3.0, 1.5), 'icl-s4d': (5.0, 2.5), # ms per step on one H200, bf16, standard size: single run, per run of 3 batched
+                  'icl-s4d-toeplitz': (5.0, 2.5)} # S4D with its convolution as a matmul (S4Config.conv_method): the same model, the same target
 
 def bench_families(device='cpu', # where the steps run
                    sizes=('-tiny', '-small'), # preset suffixes: '' is the standard size

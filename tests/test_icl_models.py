@@ -1,5 +1,7 @@
 """The function-class presets: parameter counts at the papers' sizes, shapes, causality and the recurrent
 step of the tiny ones, and tiny Mamba-1, transformer and S4D learning linear regression in context."""
+import itertools
+
 import pytest
 import torch
 
@@ -9,7 +11,7 @@ from markov_laplace.tasks.regression.functions import ICLTaskConfig, layout, rea
 IO = dict(d_in=20, d_out=1)
 
 # the exact counts with vector ends (d_in = 20, d_out = 1); the papers': ≈ 9.5M, 10.5M, 10.5M
-STANDARD = {'icl-transformer': 9_483_265, 'icl-transformer-pos': 9_548_801, 'icl-mamba1': 10_518_273, 'icl-s4d': 10_491_331}
+STANDARD = {'icl-transformer': 9_483_265, 'icl-transformer-pos': 9_548_801, 'icl-mamba1': 10_518_273, 'icl-s4d': 10_491_331, 'icl-s4d-toeplitz': 10_491_331}
 
 
 def test_standard_sizes_have_the_papers_parameter_counts():
@@ -90,15 +92,15 @@ def test_our_mamba1_mixer_is_mamba_ssm_mamba_given_the_same_weights():
 
 @pytest.mark.gpu
 def test_s4d_convolution_with_its_written_gradients_is_its_twin_on_cuda():
-    "S4D's `fft_causal_conv` (gradients by hand) against autograd through the FFT on CUDA: float32, and bf16 input under autocast."
-    from markov_laplace.models.s4 import fft_causal_conv, fft_causal_conv_ref
+    "S4D's `fft_causal_conv` (gradients by hand) and `toeplitz_causal_conv` (a matmul) against autograd through the FFT on CUDA: float32, and bf16 input under autocast."
+    from markov_laplace.models.s4 import fft_causal_conv, fft_causal_conv_ref, toeplitz_causal_conv
     g = torch.Generator(device='cuda').manual_seed(0)
-    for dtype, L in ((torch.float32, 82), (torch.float32, 202), (torch.bfloat16, 82)):
+    for conv, dtype, L in itertools.product((fft_causal_conv, toeplitz_causal_conv), (torch.float32, torch.bfloat16), (82, 202)):
         u = torch.randn(8, L, 435, device='cuda', generator=g).to(dtype).requires_grad_()
         K = torch.randn(435, L, device='cuda', generator=g).div(L).requires_grad_()
         gy = torch.randn(8, L, 435, device='cuda', generator=g)
         with torch.autocast('cuda', torch.bfloat16, enabled=dtype == torch.bfloat16):
-            y, y_ref = fft_causal_conv(u, K), fft_causal_conv_ref(u, K)
+            y, y_ref = conv(u, K), fft_causal_conv_ref(u, K)
         assert y.dtype == y_ref.dtype == torch.float32
         torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4 * y_ref.abs().max().item())
         for a, b in zip(torch.autograd.grad(y, (u, K), gy), torch.autograd.grad(y_ref, (u, K), gy)):

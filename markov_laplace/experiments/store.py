@@ -57,7 +57,7 @@ def runs_root(root=None, # a folder given on the command line (`--root`), or Non
 
 # %% ../../nbs/experiments/01_store.ipynb #d3c0a4b6
 CONFIG_FIELDS = ('task', 'preset', 'model', 'train') # what every config.json holds (`config.record`)
-HOW_FIELDS = ('chunk',) # model fields that change how a run is computed, not what: ignored when matching runs
+HOW_FIELDS = ('chunk', 'conv_method') # model fields that change how a run is computed, not what: ignored when matching runs
 
 def same_run(a, b):
     "Whether two config.json dicts describe the same run (fields in HOW_FIELDS aside; a task without a name is the default task)."
