@@ -36,6 +36,7 @@ from .store import (RunLocks, check_run, check_run_dir, lock_holder, read_summar
                                               write_results)
 from ..tasks.protocol import EVAL_SEED, FINAL_EVALUATIONS, Evaluator, drawn_once, task_of
 from ..training.loop import train, train_batched
+from ..training.step import checkpoint_wall_s
 
 # %% ../../nbs/experiments/04_engines.ipynb #d6689324
 def final_eval_size(device):
@@ -68,10 +69,9 @@ def run_experiment(run, # a RunConfig with its out_dir (`config.from_flat`, `Run
     check_run_dir(out, config)
     if (out / 'summary.json').exists(): return read_summary(out)
     write_json(out / 'config.json', config)
-    t0 = time.perf_counter()
     hist = train(model, run.task, run.train, run_dir=out, progress=progress, callback=callback)
-    dev = run.train.resolved_device()
-    summary = write_results(out, model, hist, time.perf_counter() - t0, dev, **final_evaluation(model, run.task, dev, run.model.preset))
+    (wall, resumed), dev = checkpoint_wall_s(out / 'ckpt.pt'), run.train.resolved_device()  # every call's time, through the checkpoints
+    summary = write_results(out, model, hist, wall, dev, resumed_wall_s=resumed, **final_evaluation(model, run.task, dev, run.model.preset))
     (out / 'ckpt.pt').unlink(missing_ok=True)
     return summary
 
@@ -101,15 +101,14 @@ def run_group(runs, # RunConfigs (with out_dir) of one shape (`shape_key`)
     models = [build_model(r) for r in runs]
     ckpt, members, names = _group_dirs(runs, models, prefetch)
     # a worker trains group after group: a compiled trainer starts from an empty dynamo cache (training/01_step)
-    t0 = time.perf_counter()
     hists, models = train_batched(models, [r.task for r in runs], runs[0].train, [r.train.seed for r in runs], prefetch=prefetch,
                                   compile=compile, fused=fused, progress=progress, ckpt=ckpt)
-    wall, dev = time.perf_counter() - t0, runs[0].train.resolved_device()
+    (wall, resumed), dev = checkpoint_wall_s(ckpt), runs[0].train.resolved_device()  # every call's time, through the checkpoints
     out, sets = [None] * len(runs), {}  # scored task by task: each evaluation set drawn once for the runs of its task
     for i in sorted(range(len(runs)), key=lambda i: runs[i].task.to_json()):
         r, m, h = runs[i], models[i], hists[i]
         out[i] = write_results(r.out_dir, m, h, wall / len(runs), dev, batched_with=names, batched_prefetch=prefetch, batched_compiled=bool(compile),
-                               batched_fused=bool(fused), group_wall_s=wall, **final_evaluation(m, r.task, dev, r.model.preset, sets=sets))
+                               batched_fused=bool(fused), group_wall_s=wall, resumed_wall_s=resumed, **final_evaluation(m, r.task, dev, r.model.preset, sets=sets))
     ckpt.unlink(missing_ok=True); members.unlink(missing_ok=True)
     return out
 

@@ -5,11 +5,13 @@
 # %% auto #0
 __all__ = ['same_layout', 'as_layout', 'run_loss', 'grad_and_value_autograd', 'one_run', 'step_gradients', 'model_reads',
            'check_model_io', 'run_tasks', 'trainer_options', 'stack_runs', 'step_rng_seed', 'step_rng_state',
-           'set_step_rng_state', 'BatchedTrainer', 'restore_checkpoint', 'save_checkpoint', 'load_checkpoint']
+           'set_step_rng_state', 'BatchedTrainer', 'restore_checkpoint', 'save_checkpoint', 'load_checkpoint',
+           'checkpoint_wall_s']
 
 # %% ../../nbs/training/01_step.ipynb #b425d65b
 import dataclasses
 import itertools
+import time
 
 import torch
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
@@ -195,6 +197,7 @@ class BatchedTrainer:
         self.bad_step, self.bad_loss, self.step_t = torch.full((R,), -1, device=dev), torch.zeros(R, device=dev), torch.zeros((), dtype=torch.long, device=dev)
         self.x, self.n_steps, self.warmup, self._graph, self._queue, self._eager = None, 0, warmup, None, [], 0
         self._window = None  # (first step, the generators' states) where the queued data's draw began: what a checkpoint keeps of it
+        self.started, self.wall_before = time.perf_counter(), 0.0  # wall seconds: this trainer's start; the runs' time before the checkpoint it resumed from
 
 # %% ../../nbs/training/01_step.ipynb #ce8432e5
 @patch
@@ -317,7 +320,13 @@ def state_dict(self: BatchedTrainer): # tensors and plain values
         assert self.n_steps - first + len(self._queue) == self.prefetch, 'the queue is one window'
         window = dict(first=first, gens=gens, taken=self.n_steps - first)
     return dict(params={k: v.detach().clone() for k, v in self.params.items()}, opt=self.opt.state_dict(),
-                gens=[g.get_state() for g in self.gens], n_steps=self.n_steps, window=window, step_rng=step_rng_state(self.device))
+                gens=[g.get_state() for g in self.gens], n_steps=self.n_steps, window=window, step_rng=step_rng_state(self.device),
+                wall_s=self.wall_s(), resumed_wall_s=self.wall_before)
+
+@patch
+def wall_s(self: BatchedTrainer): # -> seconds
+    "The wall time these runs have trained: before the checkpoint this trainer resumed from, and since it was built (its compilation included)."
+    return self.wall_before + time.perf_counter() - self.started
 
 @patch
 @torch.no_grad()
@@ -339,6 +348,7 @@ def load_state_dict(self: BatchedTrainer, state): # call before the first step
     for g, st in zip(self.gens, state['gens']): g.set_state(st.cpu())
     if state.get('step_rng') is not None: set_step_rng_state(self.device, state['step_rng'])  # older checkpoints: none kept
     self.step_t.fill_(self.n_steps)
+    self.wall_before = float(state.get('wall_s', 0.0))  # a run resumed over several calls counts each call's time (older checkpoints: none kept)
 
 # %% ../../nbs/training/01_step.ipynb #62ab6db4
 def save_checkpoint(path, trainer, histories):
@@ -352,6 +362,11 @@ def load_checkpoint(path, trainer): # -> the R histories
         trainer.load_state_dict(state['trainer'])
         return [[dict(row) for row in h] for h in state['histories']]
     return restore_checkpoint(path, trainer.device, restore)
+
+def checkpoint_wall_s(path): # -> (wall_s, resumed_wall_s), seconds
+    "The wall time a checkpoint's runs had trained when it was written, every call's, and the part of it before the call that wrote it (0, 0 in a checkpoint older than these)."
+    t = load_torch(path)['trainer']
+    return float(t.get('wall_s', 0.0)), float(t.get('resumed_wall_s', 0.0))
 
 # %% ../../nbs/training/01_step.ipynb #2cc7fe34
 @patch
