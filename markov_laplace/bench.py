@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['ICL_SAMPLE_TARGETS', 'FAMILY_TARGETS', 'time_ms', 'bench_data', 'machine_description', 'bench_model', 'bench_icl',
-           'bench_families', 'bench_clipping', 'anchor_models', 'bench_anchors', 'bench_rows', 'family_ratios']
+           'family_target', 'bench_families', 'bench_clipping', 'anchor_models', 'bench_anchors', 'bench_rows',
+           'family_ratios']
 
 # %% ../nbs/90_bench.ipynb #04cdfb61
 import datetime
@@ -151,8 +152,11 @@ def bench_icl(repeat=20, # timed calls of the sampler rows
     return df
 
 # %% ../nbs/90_bench.ipynb #375f43f0
-FAMILY_TARGETS = {'icl-mamba1': (5.0, 2.5), 'icl-transformer': (3.0, 1.5), 'icl-s4d': (5.0, 2.5), # ms per step on one H200, bf16, standard size: single run, per run of 3 batched
-                  'icl-s4d-toeplitz': (5.0, 2.5)} # S4D with its convolution as a matmul (S4Config.conv_method): the same model, the same target
+FAMILY_TARGETS = {'icl-mamba1': (5.0, 2.5), 'icl-transformer': (3.0, 1.5), 'icl-s4d': (5.0, 2.5)} # ms per step on one H200, bf16, standard size: single run, per run of 3 batched
+
+def family_target(family): # a preset name without its size -> (single run, per run of 3 batched) ms, or None
+    "The target of a family, or of a variant named after it (`icl-s4d-toeplitz`: S4D's, the same model computed another way)."
+    return next((FAMILY_TARGETS[f] for f in sorted(FAMILY_TARGETS, key=len, reverse=True) if family.startswith(f)), None)
 
 def bench_families(device='cpu', # where the steps run
                    sizes=('-tiny', '-small'), # preset suffixes: '' is the standard size
@@ -189,7 +193,7 @@ def bench_families(device='cpu', # where the steps run
                         first = (time.perf_counter() - t0) * 1e3
                         what += ' (' + ('compiled, ' if tr.compiled else '') + ('CUDA graph' if tr.graph else 'eager') + (', fused AdamW' if tr.fused else '') + ')'
                         add(benchmark=f'{what}, first step (setup, compilation, capture)', shape=shape, ms=first, target_ms=None)
-                        target = FAMILY_TARGETS[family][R > 1] if cuda and size == '' and R in (1, 3) else None
+                        target = family_target(family)[R > 1] if cuda and size == '' and R in (1, 3) and family_target(family) else None
                         add(benchmark=what, shape=shape, ms=_step_ms(tr, tr.prefetch if cuda else 2, repeat, device), target_ms=target)
                     except Exception as e:  # a row that says what broke (out of memory, say), and the benchmark goes on
                         add(benchmark=f'{what} FAILED: {type(e).__name__}: {str(e)[:200]}', shape=shape, ms=float('nan'), target_ms=None)

@@ -108,7 +108,7 @@ def run_group(runs, # RunConfigs (with out_dir) of one shape (`shape_key`)
     for i in sorted(range(len(runs)), key=lambda i: runs[i].task.to_json()):
         r, m, h = runs[i], models[i], hists[i]
         out[i] = write_results(r.out_dir, m, h, wall / len(runs), dev, batched_with=names, batched_prefetch=prefetch, batched_compiled=bool(compile),
-                               batched_fused=bool(fused), group_wall_s=wall, resumed_wall_s=resumed, **final_evaluation(m, r.task, dev, r.model.preset, sets=sets))
+                               batched_fused=bool(fused), group_wall_s=wall, resumed_wall_s=resumed / len(runs), **final_evaluation(m, r.task, dev, r.model.preset, sets=sets))
     ckpt.unlink(missing_ok=True); members.unlink(missing_ok=True)
     return out
 

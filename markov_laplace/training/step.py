@@ -175,6 +175,7 @@ class BatchedTrainer:
                  eval_runs=4, # runs evaluated at once: bounds the evaluation's memory (its batch is 4x a step's, in float32)
                  fused=False, # torch's fused AdamW (or Adam) kernel instead of its foreach ops: the same numbers up to rounding
                 ):
+        self.started, self.wall_before = time.perf_counter(), 0.0  # wall seconds: this trainer's start; the runs' time before the checkpoint it resumed from
         self.cfg = cfg = cfg.validate()
         self.tasks, self.spec = run_tasks(models, tasks, seeds)
         self.R, self.device = len(models), cfg.resolved_device()
@@ -197,7 +198,6 @@ class BatchedTrainer:
         self.bad_step, self.bad_loss, self.step_t = torch.full((R,), -1, device=dev), torch.zeros(R, device=dev), torch.zeros((), dtype=torch.long, device=dev)
         self.x, self.n_steps, self.warmup, self._graph, self._queue, self._eager = None, 0, warmup, None, [], 0
         self._window = None  # (first step, the generators' states) where the queued data's draw began: what a checkpoint keeps of it
-        self.started, self.wall_before = time.perf_counter(), 0.0  # wall seconds: this trainer's start; the runs' time before the checkpoint it resumed from
 
 # %% ../../nbs/training/01_step.ipynb #ce8432e5
 @patch
@@ -365,7 +365,7 @@ def load_checkpoint(path, trainer): # -> the R histories
 
 def checkpoint_wall_s(path): # -> (wall_s, resumed_wall_s), seconds
     "The wall time a checkpoint's runs had trained when it was written, every call's, and the part of it before the call that wrote it (0, 0 in a checkpoint older than these)."
-    t = load_torch(path)['trainer']
+    t = torch.load(path, map_location='cpu', weights_only=True, mmap=True)['trainer']  # mapped: the weights are not read
     return float(t.get('wall_s', 0.0)), float(t.get('resumed_wall_s', 0.0))
 
 # %% ../../nbs/training/01_step.ipynb #2cc7fe34
