@@ -52,8 +52,16 @@ def test_one_call_trains_evaluates_and_packs_a_tiny_run(tmp_path):
     # tools/collect_runs.py finds the run four folders down (runs/icl/<scale>/<exp>/<run>) and takes it
     spec = importlib.util.spec_from_file_location('collect_runs', ROOT / 'tools' / 'collect_runs.py')
     collect = importlib.util.module_from_spec(spec); spec.loader.exec_module(collect)
-    assert collect.collect(out / 'icl_gpu.tgz', root=tmp_path / 'here') == (1, 0, [])
+    assert collect.collect(out / 'icl_gpu.tgz', root=tmp_path / 'here') == (1, 0, 0, [])
     assert (tmp_path / 'here' / run / 'probe.csv').read_bytes() == (back / 'probe.csv').read_bytes()
+    here_time = tmp_path / 'here' / 'runs' / 'gpu_time.json'
+    assert json.loads(here_time.read_text())['grids'] == gpu_time  # merged into a checkout that had none
+    # the same tarball again, into a checkout whose run lacks an evaluation (as when a later call wrote it):
+    # the missing file is added, nothing else is touched, and the call is not counted twice
+    (tmp_path / 'here' / run / 'probe.csv').unlink()
+    assert collect.collect(out / 'icl_gpu.tgz', root=tmp_path / 'here') == (0, 0, 1, [])
+    assert (tmp_path / 'here' / run / 'probe.csv').read_bytes() == (back / 'probe.csv').read_bytes()
+    assert json.loads(here_time.read_text())['grids'] == gpu_time
     # the same command again: nothing left to train or evaluate, nothing new to pack but the time record
     r = call('grids/icl_main.yaml', '--scale', 'cpu', '--device', 'cpu', '--only', '*task=linear_preset=icl-transformer-tiny_*',
              '--root', root, '--out', out, '--train-s', 120, '--eval-s', 90, '--', '--steps', 20)
@@ -121,8 +129,8 @@ def test_a_large_runs_tgz_comes_back_in_parts_that_collect_runs_reads(tmp_path):
     spec = importlib.util.spec_from_file_location('collect_runs', ROOT / 'tools' / 'collect_runs.py')
     cr = importlib.util.module_from_spec(spec); spec.loader.exec_module(cr)
     dest = tmp_path / 'checkout'
-    finished, resumable, broken = cr.collect(out / 'runs.tgz.part1', root=dest)  # any part names the whole
-    assert (finished, resumable, broken) == (0, 1, [])
+    finished, resumable, added, broken = cr.collect(out / 'runs.tgz.part1', root=dest)  # any part names the whole
+    assert (finished, resumable, added, broken) == (0, 1, 0, [])
     assert (dest / 'runs/fig1/order=1_seed=0/ckpt-group.pt').read_bytes() == blob
 
 @pytest.mark.gpu

@@ -8,9 +8,15 @@ Run directories at any depth under the tarball's runs/ (runs/<exp>/<run>/, runs/
 Keeps, from each tarball, the run directories that finished (they hold summary.json) and the
 checkpoints of unfinished batched groups (ckpt-group.pt, ckpt-group.json) and single runs (ckpt.pt),
 so that the next sweep resumes them. A finished run never takes a checkpoint along, and a run that
-is already finished here is left as it is. "Finished" is the run store's (`store.run_state`): a run
-whose files do not parse or lack a field is broken, never taken, and listed.
+is already finished here keeps its files: only files it lacks are added (evaluations written by a
+later call, tools/icl_gpu_call.py), and only when both sides hold the same summary.json. "Finished"
+is the run store's (`store.run_state`): a run whose files do not parse or lack a field is broken,
+never taken, and listed.
+
+The tarball's runs/gpu_time.json is merged into this one (`store.merge_gpu_time`: every call of both, once),
+never copied over it: a call's file starts from the tree that call was given.
 """
+import json
 import re
 import shutil
 import sys
@@ -20,7 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's package, installed or not
-from markov_laplace.experiments.store import run_state# noqa: E402
+from markov_laplace.experiments.store import merge_gpu_time, run_state  # noqa: E402
+from markov_laplace.storage import read_json, write_text  # noqa: E402
 
 CKPTS = ('ckpt-group.pt', 'ckpt-group.json', 'ckpt.pt', 'config.json')
 
@@ -38,8 +45,8 @@ def parts(tgz): # a tarball, or one of its parts -> the files that make it, in o
     return sorted(p.parent.glob(stem + '.part*'), key=lambda q: int(q.name.rsplit('.part', 1)[1]))
 
 
-def collect(tgz, root=ROOT):
-    finished = resumable = 0
+def collect(tgz, root=ROOT): # -> (finished runs added, unfinished runs kept, files added to finished runs, broken runs)
+    finished = resumable = added = 0
     broken = []
     with tempfile.TemporaryDirectory() as tmp:
         whole = Path(tmp) / 'whole.tgz'
@@ -51,6 +58,9 @@ def collect(tgz, root=ROOT):
             dest = root / 'runs' / run.relative_to(Path(tmp, 'runs'))
             (here, why_here), (there, why) = run_state(dest), run_state(run)
             if here == 'broken': broken.append(f'{dest} (here): {why_here}')
+            if here == 'finished' and there == 'finished' and read_json(dest / 'summary.json') == read_json(run / 'summary.json'):
+                for f in run.iterdir():  # the same run: what a later call evaluated
+                    if f.is_file() and not f.name.startswith('ckpt') and not (dest / f.name).exists(): shutil.copy2(f, dest / f.name); added += 1
             if here in ('finished', 'broken'): continue
             if there == 'broken': broken.append(f'{run.relative_to(tmp)} (in {tgz}): {why}'); continue
             if there == 'finished':
@@ -64,11 +74,16 @@ def collect(tgz, root=ROOT):
                 for n in CKPTS:
                     if (run / n).exists(): shutil.copy2(run / n, dest / n)
                 resumable += 1
-    return finished, resumable, broken
+        theirs, ours = Path(tmp, 'runs', 'gpu_time.json'), root / 'runs' / 'gpu_time.json'
+        if theirs.exists():
+            merged = merge_gpu_time(read_json(ours) if ours.exists() else {}, read_json(theirs))
+            write_text(ours, json.dumps(merged, indent=1) + '\n')  # in the file's own key order, as store.record_gpu_time
+    return finished, resumable, added, broken
 
 
 if __name__ == '__main__':
     if len(sys.argv) < 2: sys.exit(__doc__)
     for t in sys.argv[1:]:
-        f, r, b = collect(t)
-        print(f'{t}: {f} finished runs added, {r} unfinished runs with checkpoints kept, {len(b)} broken runs left out', *b, sep='\n  ')
+        f, r, a, b = collect(t)
+        print(f'{t}: {f} finished runs added, {r} unfinished runs with checkpoints kept, {a} files added to finished runs, '
+              f'{len(b)} broken runs left out', *b, sep='\n  ')

@@ -6,7 +6,7 @@
 __all__ = ['RUNS_ENV', 'CONFIG_FIELDS', 'HOW_FIELDS', 'HISTORY_FIELDS', 'SUMMARY_FIELDS', 'LOCK', 'LOCK_BEAT_S', 'LOCK_STALE_S',
            'repo_root', 'environment', 'runs_root', 'same_run', 'check_run_dir', 'metric_names', 'write_results',
            'read_summary', 'check_run', 'run_state', 'set_aside', 'lock_holder', 'RunLocks', 'collect', 'histories',
-           'load_model', 'run_task', 'steps_reached', 'record_gpu_time']
+           'load_model', 'run_task', 'steps_reached', 'record_gpu_time', 'merge_gpu_time']
 
 # %% ../../nbs/experiments/01_store.ipynb #9853537f
 import json
@@ -308,3 +308,21 @@ def record_gpu_time(path, # the JSON file (runs/gpu_time.json), merged
              finished_runs=sorted(done))
     write_text(path, json.dumps(data, indent=1) + '\n')  # in the file's own key order (write_json sorts)
     return g
+
+# %% ../../nbs/experiments/01_store.ipynb #a9921322
+def merge_gpu_time(ours, # runs/gpu_time.json here, as a dict
+                   theirs, # the same file as a device call left it (it started from an earlier state of ours)
+                  ): # ours with theirs merged in (a copy)
+    "Merge a call's gpu_time.json into this one, grid by grid: every call of both once, each run's steps reached (the larger), the finished runs of both, the totals again; the keys outside 'grids' stay ours."
+    out = json.loads(json.dumps(ours))
+    for key, t in theirs.get('grids', {}).items():
+        g = out.setdefault('grids', {}).setdefault(key, {'calls': []})
+        seen = {json.dumps(c, sort_keys=True) for c in g['calls']}
+        g['calls'] = sorted(g['calls'] + [c for c in t.get('calls', []) if json.dumps(c, sort_keys=True) not in seen], key=lambda c: c['date'])
+        steps = dict(g.get('steps', {}))
+        for run, s in t.get('steps', {}).items():  # None: not started, or a checkpoint that did not read
+            steps[run] = s if steps.get(run) is None else steps[run] if s is None else max(steps[run], s)
+        done = set(g.get('finished_runs', [])) | set(t.get('finished_runs', []))
+        g.update(wall_s=round(sum(c['wall_s'] for c in g['calls']), 1), runs=len(steps), finished=len(done), steps=steps,
+                 finished_runs=sorted(done))
+    return out
