@@ -40,7 +40,7 @@ def test_compiled_batched_mamba1_step_is_one_graph_with_the_eager_numbers():
     for k in pe: torch.testing.assert_close(pc[k], pe[k])
 
 
-@pytest.mark.parametrize('family', ['icl-transformer-tiny', 'icl-s4d-tiny'])
+@pytest.mark.parametrize('family', ['icl-transformer-tiny', 'icl-s4d-tiny', 'icl-s4d-toeplitz-tiny'])
 def test_compiled_steps_with_their_own_vmap_paths_give_the_eager_numbers(family):
     """Tiny one-layer transformer and S4D, 1 run and 3 runs in one vmapped step: compiled (the transformer's fused attention
     kernel, batched through its vmap fallback traced into the graph: models/04_transformer; S4D's convolution with its
@@ -57,7 +57,7 @@ def test_compiled_steps_with_their_own_vmap_paths_give_the_eager_numbers(family)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize('family', ['icl-transformer-tiny', 'icl-mamba1-tiny', 'icl-s4d-tiny'])
+@pytest.mark.parametrize('family', ['icl-transformer-tiny', 'icl-mamba1-tiny', 'icl-s4d-tiny', 'icl-s4d-toeplitz-tiny'])
 def test_fused_adamw_and_the_compiled_step_on_cuda_give_the_eager_numbers(family):
     """On CUDA (linear layers through `split_linear`, the step captured as a graph, capturable fused AdamW reading a CUDA
     learning rate: what raised on the H200), in float32, for 1 and 3 runs: fused AdamW, the compiled step, and both,

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['CONV_METHODS', 'S4Config', 's4d_discrete', 's4d_kernel', 'fft_length', 'fft_causal_conv_ref', 's4d_recurrence',
-           'fft_causal_conv', 'toeplitz_causal_conv', 'S4DLayer', 'S4Block', 'S4Backbone']
+           'fft_causal_conv', 'toeplitz_index', 'toeplitz_causal_conv', 'S4DLayer', 'S4Block', 'S4Backbone']
 
 # %% ../../nbs/models/06_s4.ipynb #886538cc
 import math
@@ -124,12 +124,16 @@ def fft_causal_conv(u, K): # u (B, L, H), K (H, L) -> (B, L, H) in float32 (floa
     return _CausalConvFFT.apply(u, K)[0]
 
 # %% ../../nbs/models/06_s4.ipynb #3b9cd974
+def toeplitz_index(L, device=None): # -> (L, L) long
+    "Where T[t, s] = K[t - s] (0 for s > t) reads the kernel padded with L - 1 zeros on the left: t - s + L - 1."
+    i = torch.arange(L, device=device)
+    return i[:, None] - i[None, :] + (L - 1)
+
 def toeplitz_causal_conv(u, K): # u (..., L, H), K (H, L) -> (..., L, H) in float32 (float64 for float64 inputs)
     "`fft_causal_conv`'s numbers as one lower-triangular Toeplitz matrix per channel times the input (a batched matmul), autograd's gradients."
     L, dtype = u.shape[-2], torch.promote_types(torch.promote_types(u.dtype, K.dtype), torch.float32)
     with torch.autocast(u.device.type, enabled=False):  # float32 under autocast too, as the FFT's
-        # a sliding window over the kernel, reversed and zero-padded on the left: T[h, t, s] = K[h, t - s], 0 where s > t
-        T = F.pad(K.to(dtype), (L - 1, 0)).flip(-1).unfold(-1, L, 1).flip(-2)  # (H, L, L)
+        T = F.pad(K.to(dtype), (L - 1, 0))[..., toeplitz_index(L, K.device)]  # (H, L, L): the kernel zero-padded on the left
         return torch.einsum('hts,...sh->...th', T, u.to(dtype))
 
 # %% ../../nbs/models/06_s4.ipynb #e5af79d9
