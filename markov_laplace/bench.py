@@ -193,7 +193,7 @@ def bench_families(device='cpu', # where the steps run
                         first = (time.perf_counter() - t0) * 1e3
                         what += ' (' + ('compiled, ' if tr.compiled else '') + ('CUDA graph' if tr.graph else 'eager') + (', fused AdamW' if tr.fused else '') + ')'
                         add(benchmark=f'{what}, first step (setup, compilation, capture)', shape=shape, ms=first, target_ms=None)
-                        target = family_target(family)[R > 1] if cuda and size == '' and R in (1, 3) and family_target(family) else None
+                        target = t[R > 1] if cuda and size == '' and R in (1, 3) and (t := family_target(family)) else None
                         add(benchmark=what, shape=shape, ms=_step_ms(tr, tr.prefetch if cuda else 2, repeat, device), target_ms=target)
                     except Exception as e:  # a row that says what broke (out of memory, say), and the benchmark goes on
                         add(benchmark=f'{what} FAILED: {type(e).__name__}: {str(e)[:200]}', shape=shape, ms=float('nan'), target_ms=None)

@@ -16,7 +16,6 @@ never taken, and listed.
 The tarball's runs/gpu_time.json is merged into this one (`store.merge_gpu_time`: every call of both, once),
 never copied over it: a call's file starts from the tree that call was given.
 """
-import json
 import re
 import shutil
 import sys
@@ -26,8 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's package, installed or not
-from markov_laplace.experiments.store import merge_gpu_time, run_state  # noqa: E402
-from markov_laplace.storage import read_json, write_text  # noqa: E402
+from markov_laplace.experiments.store import merge_gpu_time, run_state, write_gpu_time  # noqa: E402
+from markov_laplace.storage import read_json  # noqa: E402
 
 CKPTS = ('ckpt-group.pt', 'ckpt-group.json', 'ckpt.pt', 'config.json')
 
@@ -76,8 +75,7 @@ def collect(tgz, root=ROOT): # -> (finished runs added, unfinished runs kept, fi
                 resumable += 1
         theirs, ours = Path(tmp, 'runs', 'gpu_time.json'), root / 'runs' / 'gpu_time.json'
         if theirs.exists():
-            merged = merge_gpu_time(read_json(ours) if ours.exists() else {}, read_json(theirs))
-            write_text(ours, json.dumps(merged, indent=1) + '\n')  # in the file's own key order, as store.record_gpu_time
+            write_gpu_time(ours, merge_gpu_time(read_json(ours) if ours.exists() else {}, read_json(theirs)))
     return finished, resumable, added, broken
 
 

@@ -6,7 +6,7 @@
 __all__ = ['RUNS_ENV', 'CONFIG_FIELDS', 'HOW_FIELDS', 'HISTORY_FIELDS', 'SUMMARY_FIELDS', 'LOCK', 'LOCK_BEAT_S', 'LOCK_STALE_S',
            'repo_root', 'environment', 'runs_root', 'same_run', 'check_run_dir', 'metric_names', 'write_results',
            'read_summary', 'check_run', 'run_state', 'set_aside', 'lock_holder', 'RunLocks', 'collect', 'histories',
-           'load_model', 'run_task', 'steps_reached', 'record_gpu_time', 'merge_gpu_time']
+           'load_model', 'run_task', 'steps_reached', 'record_gpu_time', 'write_gpu_time', 'merge_gpu_time']
 
 # %% ../../nbs/experiments/01_store.ipynb #9853537f
 import json
@@ -304,10 +304,18 @@ def record_gpu_time(path, # the JSON file (runs/gpu_time.json), merged
     # a call trains some of the grid's runs (--only), maybe on another machine: the runs of earlier calls keep their entries
     steps = {**g.get('steps', {}), **{Path(d).name: steps_reached(d) for d in run_dirs}}
     done = set(g.get('finished_runs', [])) | {Path(d).name for d in run_dirs if (Path(d) / 'summary.json').exists()}
+    _grid_totals(g, steps, done)
+    write_gpu_time(path, data)
+    return g
+
+def _grid_totals(g, steps, done): # a grid's entry, its runs' steps reached, its finished runs
+    "Set a grid's totals from its calls, its runs' steps and its finished runs."
     g.update(wall_s=round(sum(c['wall_s'] for c in g['calls']), 1), runs=len(steps), finished=len(done), steps=steps,
              finished_runs=sorted(done))
-    write_text(path, json.dumps(data, indent=1) + '\n')  # in the file's own key order (write_json sorts)
-    return g
+
+def write_gpu_time(path, data):
+    "Write runs/gpu_time.json in the file's own key order (`write_json` sorts)."
+    write_text(path, json.dumps(data, indent=1) + '\n')
 
 # %% ../../nbs/experiments/01_store.ipynb #a9921322
 def merge_gpu_time(ours, # runs/gpu_time.json here, as a dict
@@ -322,7 +330,5 @@ def merge_gpu_time(ours, # runs/gpu_time.json here, as a dict
         steps = dict(g.get('steps', {}))
         for run, s in t.get('steps', {}).items():  # None: not started, or a checkpoint that did not read
             steps[run] = s if steps.get(run) is None else steps[run] if s is None else max(steps[run], s)
-        done = set(g.get('finished_runs', [])) | set(t.get('finished_runs', []))
-        g.update(wall_s=round(sum(c['wall_s'] for c in g['calls']), 1), runs=len(steps), finished=len(done), steps=steps,
-                 finished_runs=sorted(done))
+        _grid_totals(g, steps, set(g.get('finished_runs', [])) | set(t.get('finished_runs', [])))
     return out
