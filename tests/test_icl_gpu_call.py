@@ -29,8 +29,11 @@ def call(*args, timeout=300):
 def test_one_call_trains_evaluates_and_packs_a_tiny_run(tmp_path):
     root, out = tmp_path / 'runs', tmp_path / 'out'
     r = call('grids/icl_main.yaml', '--scale', 'cpu', '--device', 'cpu', '--only', '*task=linear_preset=icl-transformer-tiny_*',
-             '--root', root, '--out', out, '--train-s', 120, '--eval-s', 90, '--prompts', 16, '--probe-prompts', 4, '--', '--steps', 20)
+             '--root', root, '--out', out, '--train-s', 120, '--eval-s', 1, '--prompts', 16, '--probe-prompts', 4, '--', '--steps', 20)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    trained, = [float(l.split(' after ')[1].split()[0]) for l in r.stdout.splitlines() if l.startswith('training: exit 0 after ')]
+    budget, = [float(l.rsplit('(budget ', 1)[1].split()[0]) for l in r.stdout.splitlines() if l.startswith('evaluations (ood cross excess): ')]
+    assert budget >= 1 + 120 - trained - 2  # 1 s of --eval-s and what the training left of its 120 s (the printed times are rounded)
     assert (root / RUN / 'model.pt').exists()  # the weights stay where they were trained
     summary = json.loads((root / RUN / 'summary.json').read_text())
     line, = [l for l in r.stdout.splitlines() if l.startswith(RUN + ':')]

@@ -8,8 +8,8 @@ ood.csv, cross.csv, excess.csv, probe.csv) runs here, right after the training, 
    --gpu-time ROOT/gpu_time.json`, plus the sweep flags given after `--`), stopped by `timeout` (SIGTERM) after
    `--train-s` seconds: the sweep records its wall time and every run's steps reached in gpu_time.json on the way out;
 2. evaluates the runs that finished in this call (their model.pt is here) with `--device`, stopped after `--eval-s`
-   seconds: first ood, cross and excess for every run, then the probes (the costliest), so a short budget loses the
-   probes first;
+   seconds plus whatever of `--train-s` the training left unused (the call stays within the two budgets' sum): first
+   ood, cross and excess for every run, then the probes (the costliest), so a short budget loses the probes first;
 3. packs every file under ROOT/<folder>/<scale>/ written in this call and gpu_time.json, weights and checkpoints left
    out, into OUT/icl_gpu.tgz; over `--max-mib` it is split into icl_gpu.tgz.part0, .part1, ... (`cat` them back);
 4. prints one line per selected run: its state, steps reached of the run's steps, final error, the evaluation CSVs.
@@ -50,7 +50,8 @@ def parse(argv):
     ap.add_argument('--scale', default='gpu', help='a key of the grids\' scales (default gpu)')
     ap.add_argument('--device', default=None, help='where the evaluations run: cuda or cpu (default: cuda where there is one)')
     ap.add_argument('--train-s', type=float, default=420, help='wall-clock budget of the training, seconds (default 420)')
-    ap.add_argument('--eval-s', type=float, default=90, help='wall-clock budget of the evaluations, seconds (default 90)')
+    ap.add_argument('--eval-s', type=float, default=90, help='wall-clock budget of the evaluations, seconds (default 90), '
+                    'plus what the training left of --train-s')
     ap.add_argument('--root', default='runs', help='the runs root (default runs: the committed results)')
     ap.add_argument('--out', default=os.environ.get('OUT'), help='where the tarball and the log go (default: $OUT)')
     ap.add_argument('--prompts', type=int, default=1280, help='prompts per evaluation (default 1280, the papers\')')
@@ -154,7 +155,8 @@ def main(argv=None):
     here = lambda p: Path(p).resolve().relative_to(ROOT) if Path(p).resolve().is_relative_to(ROOT) else Path(p).resolve()  # as gpu_time.json notes it
     sweep = [sys.executable, '-m', 'markov_laplace', 'sweep', *map(here, a.grids), '--scale', a.scale, '--engine', 'python',
              '--batch', '--prefetch', '50', '--root', here(root), '--gpu-time', here(gpu_time), *(['--only', *a.only] if a.only else []), *sweep_extra]
-    bounded(sweep, a.train_s, log, 'training')
+    _, trained_s = bounded(sweep, a.train_s, log, 'training')
+    eval_s = a.eval_s + max(0.0, a.train_s - trained_s)  # a run that finished early leaves its time to the evaluations
     for l in tail(log): print('  ' + l)
 
     done_now = [Path(c.out_dir) for _, c in cells if before[c.out_dir] != 'finished' and run_state(c.out_dir)[0] == 'finished'
@@ -163,7 +165,7 @@ def main(argv=None):
         t0, tool = time.perf_counter(), ROOT / 'tools' / 'icl_evaluate.py'
         common = ['--runs', *done_now, '--device', a.device, '--prompts', a.prompts, *(['--probe-prompts', a.probe_prompts] if a.probe_prompts else []), '--quiet']
         for only in (['ood', 'cross', 'excess'], ['probe']):
-            left = a.eval_s - (time.perf_counter() - t0)
+            left = eval_s - (time.perf_counter() - t0)
             if left < 1: print(f'evaluations ({" ".join(only)}): no budget left', flush=True); break
             where = scale_dirs[0] if len(scale_dirs) == 1 else root
             bounded([sys.executable, tool, where, *common, '--only', *only], left, log, f'evaluations ({" ".join(only)})')
