@@ -3,6 +3,7 @@ clock stretched to the run, the prompt laid out whole and the loss weighted to i
 the same numbers, several tasks in one batched step, and a cpu-scale grid run that writes its curve."""
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -122,6 +123,12 @@ def test_the_icl_grids_batch_the_tasks_of_one_length_and_pick_the_regression_tem
     units = sweep_units(main, batch=True)
     assert sorted(len(u) for u in units) == [2, 2, 2, 3, 3, 3]  # each model: linear, sparse, skewed (41 pairs) together; ReLU, tree (101)
     assert all(len({c.task.n_points for _, c in u}) == 1 and len({c.task.task for _, c in u}) == len(u) for u in units)
+    seeds = load_sweep(ROOT / 'grids' / 'icl_seeds.yaml', ROOT / 'runs', 'gpu')
+    assert len(seeds) == 30 and {c.train.seed for _, c in seeds} == {2, 3}
+    parts = lambda c: frozenset(p for p in Path(c.out_dir).name.split('_') if not p.startswith('seed='))
+    assert {parts(c) for _, c in seeds} == {parts(c) for _, c in main}  # icl_main's runs but the seed: conv_method is in no name
+    assert {(c.task.n_points, c.model.overrides.get('conv_method', 'fft')) for _, c in seeds if c.model.preset == 'icl-s4d'} == \
+        {(41, 'toeplitz'), (101, 'fft')}  # S4D's matmul where the H200 timed it faster (41 pairs)
 
 
 def test_a_cpu_scale_run_writes_its_curve_and_learns(tmp_path):
