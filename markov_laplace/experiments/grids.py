@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from ..base import _fail
-from .store import HOW_FIELDS, repo_root
+from .store import repo_root, what_fields
 from .config import from_flat, flat_keys
 
 # %% ../../nbs/experiments/02_grids.ipynb #d54da9ec
@@ -97,7 +97,7 @@ MODEL_KEYS = ('model', 'model_overrides') # the cell keys whose dict holds a mod
 def name_value(key, # a cell's key
                v): # its value -> the part of it a run's name shows
     "A model's fields that say how it is computed, not what (`store.HOW_FIELDS`), are left out of its run's name, as they are of its identity (`store.same_run`)."
-    return {k: x for k, x in v.items() if k not in HOW_FIELDS} if key in MODEL_KEYS and isinstance(v, dict) else v
+    return what_fields(v) if key in MODEL_KEYS and isinstance(v, dict) else v
 
 # %% ../../nbs/experiments/02_grids.ipynb #82042ab4
 def grid_params(grid, # the grid dict

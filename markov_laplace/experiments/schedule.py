@@ -10,7 +10,7 @@ import json
 
 from .config import model_settings
 from ..models.registry import PRESETS
-from .store import HOW_FIELDS
+from .store import what_fields
 
 # %% ../../nbs/experiments/03_schedule.ipynb #641cd3be
 GROUP_HOW_FIELDS = ('conv_method',) # HOW_FIELDS a batched group's runs must share: its one step computes every run one way
@@ -18,7 +18,7 @@ GROUP_HOW_FIELDS = ('conv_method',) # HOW_FIELDS a batched group's runs must sha
 def shape_key(run # a RunConfig
              ): # runs of one key can train in one batched step
     "What the runs of one batched step share: the model as built (but HOW_FIELDS other than GROUP_HOW_FIELDS), the training settings but the seed, what the model reads and writes (the task's `model_io`)."
-    model = {k: v for k, v in model_settings(run).items() if k not in HOW_FIELDS or k in GROUP_HOW_FIELDS}
+    model = what_fields(model_settings(run), keep=GROUP_HOW_FIELDS)
     return json.dumps(dict(family=PRESETS[run.model.preset][0], model=model, train={**run.train.to_dict(), 'seed': 0}, io=run.io),
                       sort_keys=True, default=str)
 

@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['RUNS_ENV', 'CONFIG_FIELDS', 'HOW_FIELDS', 'HISTORY_FIELDS', 'SUMMARY_FIELDS', 'LOCK', 'LOCK_BEAT_S', 'LOCK_STALE_S',
-           'repo_root', 'environment', 'runs_root', 'same_run', 'check_run_dir', 'metric_names', 'write_results',
-           'read_summary', 'check_run', 'run_state', 'set_aside', 'lock_holder', 'RunLocks', 'collect', 'histories',
-           'load_model', 'run_task', 'steps_reached', 'record_gpu_time', 'write_gpu_time', 'merge_gpu_time']
+           'repo_root', 'environment', 'runs_root', 'what_fields', 'same_run', 'check_run_dir', 'metric_names',
+           'write_results', 'read_summary', 'check_run', 'run_state', 'set_aside', 'lock_holder', 'RunLocks', 'collect',
+           'histories', 'load_model', 'run_task', 'steps_reached', 'record_gpu_time', 'write_gpu_time',
+           'merge_gpu_time']
 
 # %% ../../nbs/experiments/01_store.ipynb #9853537f
 import json
@@ -59,10 +60,15 @@ def runs_root(root=None, # a folder given on the command line (`--root`), or Non
 CONFIG_FIELDS = ('task', 'preset', 'model', 'train') # what every config.json holds (`config.record`)
 HOW_FIELDS = ('chunk', 'conv_method') # model fields that change how a run is computed, not what: ignored when matching runs
 
+def what_fields(model, # a model's fields (a dict)
+                keep=(), # HOW_FIELDS to keep all the same
+               ): # -> the fields that say what the model is
+    "A model's fields without those of HOW_FIELDS (but `keep`): what a run's identity, its name and its batching group see."
+    return {k: v for k, v in model.items() if k not in HOW_FIELDS or k in keep}
+
 def same_run(a, b):
     "Whether two config.json dicts describe the same run (fields in HOW_FIELDS aside; a task without a name is the default task)."
-    strip = lambda c: {**c, 'task': {'name': DEFAULT_TASK, **c.get('task', {})},
-                       'model': {k: v for k, v in c.get('model', {}).items() if k not in HOW_FIELDS}}
+    strip = lambda c: {**c, 'task': {'name': DEFAULT_TASK, **c.get('task', {})}, 'model': what_fields(c.get('model', {}))}
     return strip(a) == strip(b)
 
 def check_run_dir(out, config):
