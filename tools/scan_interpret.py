@@ -1,20 +1,73 @@
-"""The fused Mamba-1 scan's Triton backward against its twin on a CPU, through Triton's interpreter (no GPU needed).
+"""The fused Mamba-1 scan's Triton kernels against their twin on a CPU, through Triton's interpreter (no GPU needed).
 
-The autotuner's trials run for real (each writes its partial-sum slices); a made-up benchmark picks the config of the
-channel block given, so every block size can be checked, the first call (trials, then the chosen config) and the
-second (cached). Triton is not one of the package's dependencies; for this check only:
+Two checks:
 
-    python -m pip install --target /tmp/tsite triton
-    PYTHONPATH=/tmp/tsite python tools/scan_interpret.py 4 8 32     # the channel blocks (BD) to choose
+- `--quick` (what `tests/test_scan_interpret.py` runs in CI): each kernel launched through the package's own launchers
+  (`_s6_fused_fwd_triton`, `_s6_fused_bwd_triton`) with the autotuner given one config at a time, so nothing is timed;
+  lengths that are and are not multiples of the chunk, a channel count that is not a multiple of the channel block, two
+  groups of A (two vmapped runs), float32 and bfloat16 inputs; the twin computes in float64 from the same rounded inputs.
+- `BD ...` (the default: 4 8 32): the autotuner's trials run for real (each writes its partial-sum slices); a made-up
+  benchmark picks the config of the channel block given, so every block size can be checked, the first call (trials,
+  then the chosen config) and the second (cached). Minutes: every trial runs in the interpreter.
+
+Triton is a dev dependency (Linux), not one of the package's: `pip install triton` where it is absent.
+
+    python tools/scan_interpret.py --quick
+    python tools/scan_interpret.py 4 8 32     # the channel blocks (BD) to choose
 """
 import os
 import sys
 
 os.environ['TRITON_INTERPRET'] = '1'  # before triton is imported
 import torch
+import triton
 from triton.runtime import autotuner
 
 import markov_laplace.models.scan as scan
+
+
+def _inputs(b, l, d, n, G, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)
+    x, dt = r(b, l, d), torch.nn.functional.softplus(r(b, l, d))
+    A = -torch.rand(G, d, n, generator=g) * 3 - 0.1
+    B, C, gy = r(b, l, n), r(b, l, n), r(b, l, d)
+    x, dt, B, C, gy = (t.to(dtype) for t in (x, dt, B, C, gy))
+    return x, dt, A, B, C, gy
+
+
+def _rel(a, ref, floor=0.):
+    "|a - ref| / |ref| in the 2-norm, the denominator floored at `floor`."
+    return ((a.double() - ref).norm() / max(ref.norm().item(), floor)).item()
+
+
+def check_one(bd, length, dtype, b=4, d=12, n=16, G=2, warps=1):
+    "Both kernels with the one config (bd channels per program) against the float64 twin; the errors, relative."
+    tol = {torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    kernels = (scan._s6_fwd_kernel, scan._s6_bwd_kernel)
+    saved = [k.configs for k in kernels]
+    try:
+        for k in kernels: k.configs = [triton.Config(dict(BD=bd), num_warps=warps)]  # one config: the autotuner times nothing
+        x, dt, A, B, C, gy = _inputs(b, length, d, n, G, dtype, seed=length)
+        y0, s0 = scan._s6_fused_fwd_ref(*[t.double() for t in (x, dt, A, B, C)], True)
+        g0 = scan._s6_fused_bwd_ref(*[t.double() for t in (x, dt, A, B, C)], s0, gy.double())
+        y1, s1 = scan._s6_fused_fwd_triton(x, dt, A, B, C, True)
+        y2, _ = scan._s6_fused_fwd_triton(x, dt, A, B, C, False)  # without the saved states: the same outputs
+        g1 = scan._s6_fused_bwd_triton(x, dt, A, B, C, s1, gy)
+    finally:
+        for k, c in zip(kernels, saved): k.configs = c
+    assert y1.dtype == dtype and torch.equal(y1, y2), 'the forward without saved states differs'
+    assert [t.dtype for t in g1] == [x.dtype, dt.dtype, A.dtype, B.dtype, C.dtype]
+    scale = max(r.norm().item() for r in g0)  # a gradient that is exactly 0 comes back as round-off: floored (tests/test_scan.py)
+    # one chunk: the state entering it is 0, so its error is floored at 1
+    errs = [_rel(y1, y0), _rel(s1, s0, 1.)] + [_rel(a, r, scale / 10) for a, r in zip(g1, g0)]
+    print(f'BD {bd:2d}, length {length:3d}, {str(dtype)[6:]:8s}: relative errors of y, states, dx ddt dA dB dC: '
+          + ' '.join(f'{e:.1e}' for e in errs), flush=True)
+    assert errs[1] <= 1e-5 and max(errs[:1] + errs[2:]) <= tol, errs
+    return errs
+
+
+QUICK = [(8, 37, torch.float32), (8, 16, torch.float32), (4, 1, torch.bfloat16), (16, 21, torch.bfloat16)]
 
 
 def check(bd, b=4, l=37, d=24, n=16, G=2):
@@ -46,4 +99,10 @@ def check(bd, b=4, l=37, d=24, n=16, G=2):
 
 
 if __name__ == '__main__':
-    for bd in (sys.argv[1:] or ['4', '8', '32']): check(int(bd))
+    args = sys.argv[1:]
+    if args == ['--quick']:
+        for case in QUICK: check_one(*case)
+    elif all(a.isdigit() for a in args):
+        for bd in (args or ['4', '8', '32']): check(int(bd))
+    else:
+        sys.exit(f'usage: scan_interpret.py --quick | scan_interpret.py [BD ...] (channel blocks, integers); got {args}')
