@@ -55,21 +55,46 @@ def test_one_call_trains_evaluates_and_packs_a_tiny_run(tmp_path):
     # tools/collect_runs.py finds the run four folders down (runs/icl/<scale>/<exp>/<run>) and takes it
     spec = importlib.util.spec_from_file_location('collect_runs', ROOT / 'tools' / 'collect_runs.py')
     collect = importlib.util.module_from_spec(spec); spec.loader.exec_module(collect)
-    assert collect.collect(out / 'icl_gpu.tgz', root=tmp_path / 'here') == (1, 0, 0, [])
+    assert collect.collect(out / 'icl_gpu.tgz', root=tmp_path / 'here') == (1, 0, 0, [], 0)
     assert (tmp_path / 'here' / run / 'probe.csv').read_bytes() == (back / 'probe.csv').read_bytes()
     here_time = tmp_path / 'here' / 'runs' / 'gpu_time.json'
     assert json.loads(here_time.read_text())['grids'] == gpu_time  # merged into a checkout that had none
     # the same tarball again, into a checkout whose run lacks an evaluation (as when a later call wrote it):
     # the missing file is added, nothing else is touched, and the call is not counted twice
     (tmp_path / 'here' / run / 'probe.csv').unlink()
-    assert collect.collect(out / 'icl_gpu.tgz', root=tmp_path / 'here') == (0, 0, 1, [])
+    assert collect.collect(out / 'icl_gpu.tgz', root=tmp_path / 'here') == (0, 0, 1, [], 0)
     assert (tmp_path / 'here' / run / 'probe.csv').read_bytes() == (back / 'probe.csv').read_bytes()
     assert json.loads(here_time.read_text())['grids'] == gpu_time
     # the same command again: nothing left to train or evaluate, nothing new to pack but the time record
     r = call('grids/icl_main.yaml', '--scale', 'cpu', '--device', 'cpu', '--only', '*task=linear_preset=icl-transformer-tiny_*',
              '--root', root, '--out', out, '--train-s', 120, '--eval-s', 90, '--', '--steps', 20)
-    assert r.returncode == 0 and 'no run finished in this call' in r.stdout and 'finished -> finished, steps 20/20' in r.stdout
+    assert r.returncode == 0 and 'no run finished in this call or lacks an evaluation' in r.stdout and 'finished -> finished, steps 20/20' in r.stdout
     with tarfile.open(out / 'icl_gpu.tgz') as tar: assert set(tar.getnames()) <= {'runs/gpu_time.json'}
+    # its weights gone with the machine and an evaluation missing: --redo trains it again from step 0 (its earlier files
+    # set aside in .redone/, never packed) and evaluates it; the redone run says which summary it replaces
+    (root / RUN / 'model.pt').unlink(); (root / RUN / 'probe.csv').unlink()
+    r = call('grids/icl_main.yaml', '--scale', 'cpu', '--device', 'cpu', '--only', '*task=linear_preset=icl-transformer-tiny_*', '--redo',
+             '--root', root, '--out', out, '--train-s', 120, '--eval-s', 90, '--prompts', 16, '--probe-prompts', 4, '--', '--steps', 20)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert '1 to train again for their evaluations' in r.stdout and f'{RUN}: redo -> finished, steps 20/20' in r.stdout
+    redone = json.loads((root / RUN / 'summary.json').read_text())
+    assert json.loads((root / RUN / 'replaces.json').read_text()) == summary and redone != summary
+    assert (root / RUN / '.redone' / 'summary.json').exists() and (root / RUN / 'model.pt').exists()
+    with tarfile.open(out / 'icl_gpu.tgz') as tar:
+        names = set(tar.getnames())
+        tar.extractall(tmp_path / 'back2', filter='data')
+    assert f'{run}/replaces.json' in names and f'{run}/probe.csv' in names and not any('.redone' in n for n in names)
+    # here, the run it replaces gives way to it whole; the same tarball again changes nothing more
+    assert collect.collect(out / 'icl_gpu.tgz', root=tmp_path / 'here') == (0, 0, 0, [], 1)
+    assert json.loads((tmp_path / 'here' / run / 'summary.json').read_text()) == redone
+    assert (tmp_path / 'here' / run / 'probe.csv').read_bytes() == (tmp_path / 'back2' / run / 'probe.csv').read_bytes()
+    assert collect.collect(out / 'icl_gpu.tgz', root=tmp_path / 'here') == (0, 0, 0, [], 0)
+    # weights here and an evaluation missing: evaluated, not trained again, with or without --redo
+    (root / RUN / 'probe.csv').unlink()
+    r = call('grids/icl_main.yaml', '--scale', 'cpu', '--device', 'cpu', '--only', '*task=linear_preset=icl-transformer-tiny_*', '--redo',
+             '--root', root, '--out', out, '--train-s', 120, '--eval-s', 90, '--prompts', 16, '--probe-prompts', 4, '--', '--steps', 20)
+    assert r.returncode == 0 and '0 to train again' in r.stdout and 'finished -> finished, steps 20/20' in r.stdout
+    assert json.loads((root / RUN / 'summary.json').read_text()) == redone and (root / RUN / 'probe.csv').exists()
 
 
 def test_a_tarball_over_the_limit_is_split_into_parts_that_join_back(tmp_path):
@@ -132,7 +157,7 @@ def test_a_large_runs_tgz_comes_back_in_parts_that_collect_runs_reads(tmp_path):
     spec = importlib.util.spec_from_file_location('collect_runs', ROOT / 'tools' / 'collect_runs.py')
     cr = importlib.util.module_from_spec(spec); spec.loader.exec_module(cr)
     dest = tmp_path / 'checkout'
-    finished, resumable, added, broken = cr.collect(out / 'runs.tgz.part1', root=dest)  # any part names the whole
+    finished, resumable, added, broken, _ = cr.collect(out / 'runs.tgz.part1', root=dest)  # any part names the whole
     assert (finished, resumable, added, broken) == (0, 1, 0, [])
     assert (dest / 'runs/fig1/order=1_seed=0/ckpt-group.pt').read_bytes() == blob
 

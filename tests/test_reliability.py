@@ -141,7 +141,7 @@ def test_collect_runs_tool_takes_finished_runs_and_lists_broken_ones(tmp_path, f
     tgz = tmp_path / 'runs.tgz'
     with tarfile.open(tgz, 'w:gz') as tar: tar.add(tmp_path / 'runs', arcname='runs')
     dest = tmp_path / 'here'
-    added, resumable, _, broken = tool.collect(tgz, root=dest)
+    added, resumable, _, broken, _ = tool.collect(tgz, root=dest)
     assert (added, resumable, len(broken)) == (1, 0, 1) and 'config.json: not valid JSON' in broken[0]
     assert run_state(dest / 'runs' / 'rel' / 'order=1')[0] == 'finished' and not (dest / 'runs' / 'rel' / 'order=2').exists()
 

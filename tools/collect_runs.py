@@ -9,7 +9,9 @@ Keeps, from each tarball, the run directories that finished (they hold summary.j
 checkpoints of unfinished batched groups (ckpt-group.pt, ckpt-group.json) and single runs (ckpt.pt),
 so that the next sweep resumes them. A finished run never takes a checkpoint along, and a run that
 is already finished here keeps its files: only files it lacks are added (evaluations written by a
-later call, tools/icl_gpu_call.py), and only when both sides hold the same summary.json. "Finished"
+later call, tools/icl_gpu_call.py), and only when both sides hold the same summary.json; or it is replaced whole by a
+redone run (tools/icl_gpu_call.py --redo: trained again for its evaluations) whose replaces.json is the summary.json
+here: every file of the run here goes, the redone run's files come. "Finished"
 is the run store's (`store.run_state`): a run whose files do not parse or lack a field is broken,
 never taken, and listed.
 
@@ -44,8 +46,11 @@ def parts(tgz): # a tarball, or one of its parts -> the files that make it, in o
     return sorted(p.parent.glob(stem + '.part*'), key=lambda q: int(q.name.rsplit('.part', 1)[1]))
 
 
-def collect(tgz, root=ROOT): # -> (finished runs added, unfinished runs kept, files added to finished runs, broken runs)
-    finished = resumable = added = 0
+REPLACES = 'replaces.json'  # in a redone run: the summary of the run it replaces
+
+
+def collect(tgz, root=ROOT): # -> (finished runs added, unfinished runs kept, files added to finished runs, broken runs, runs replaced)
+    finished = resumable = added = replaced = 0
     broken = []
     with tempfile.TemporaryDirectory() as tmp:
         whole = Path(tmp) / 'whole.tgz'
@@ -57,6 +62,14 @@ def collect(tgz, root=ROOT): # -> (finished runs added, unfinished runs kept, fi
             dest = root / 'runs' / run.relative_to(Path(tmp, 'runs'))
             (here, why_here), (there, why) = run_state(dest), run_state(run)
             if here == 'broken': broken.append(f'{dest} (here): {why_here}')
+            if (here == 'finished' and there == 'finished' and (run / REPLACES).exists()
+                    and read_json(run / REPLACES) == read_json(dest / 'summary.json')):  # a redo of this very run: it takes the run's place
+                for f in dest.iterdir():
+                    if f.is_file(): f.unlink()
+                for f in run.iterdir():
+                    if f.is_file() and not f.name.startswith('ckpt'): shutil.copy2(f, dest / f.name)
+                replaced += 1
+                continue
             if here == 'finished' and there == 'finished' and read_json(dest / 'summary.json') == read_json(run / 'summary.json'):
                 for f in run.iterdir():  # the same run: what a later call evaluated
                     if f.is_file() and not f.name.startswith('ckpt') and not (dest / f.name).exists(): shutil.copy2(f, dest / f.name); added += 1
@@ -76,12 +89,12 @@ def collect(tgz, root=ROOT): # -> (finished runs added, unfinished runs kept, fi
         theirs, ours = Path(tmp, 'runs', 'gpu_time.json'), root / 'runs' / 'gpu_time.json'
         if theirs.exists():
             write_gpu_time(ours, merge_gpu_time(read_json(ours) if ours.exists() else {}, read_json(theirs)))
-    return finished, resumable, added, broken
+    return finished, resumable, added, broken, replaced
 
 
 if __name__ == '__main__':
     if len(sys.argv) < 2: sys.exit(__doc__)
     for t in sys.argv[1:]:
-        f, r, a, b = collect(t)
-        print(f'{t}: {f} finished runs added, {r} unfinished runs with checkpoints kept, {a} files added to finished runs, '
-              f'{len(b)} broken runs left out', *b, sep='\n  ')
+        f, r, a, b, x = collect(t)
+        print(f'{t}: {f} finished runs added, {x} replaced by their redo, {r} unfinished runs with checkpoints kept, '
+              f'{a} files added to finished runs, {len(b)} broken runs left out', *b, sep='\n  ')

@@ -7,7 +7,13 @@ ood.csv, cross.csv, excess.csv, probe.csv) runs here, right after the training, 
 1. trains the runs of GRID... selected by `--only` at `--scale` (`sweep --engine python --batch --prefetch 50 --root ROOT
    --gpu-time ROOT/gpu_time.json`, plus the sweep flags given after `--`), stopped by `timeout` (SIGTERM) after
    `--train-s` seconds: the sweep records its wall time and every run's steps reached in gpu_time.json on the way out;
-2. evaluates the runs that finished in this call (their model.pt is here) with `--device`, stopped after `--eval-s`
+   With `--redo`, a selected run that is finished but lacks an evaluation and whose weights are not here (they went with
+   an earlier machine) is trained again, from step 0, with the same config and seed: its files but config.json and
+   checkpoints move to <run>/.redone/ first (never packed), and a redo that finishes gets `replaces.json`, the summary
+   it replaces. A redo cut by the budget leaves its checkpoint: the same command again, on the held machine, resumes it.
+   tools/collect_runs.py then replaces the run here with the redone one (only where the run here is the one replaced);
+2. evaluates the runs that finished in this call, and the finished runs whose weights are here (an earlier call of the
+   held machine trained them) but that lack an evaluation, with `--device`, stopped after `--eval-s`
    seconds plus whatever of `--train-s` the training left unused (the call stays within the two budgets' sum): first
    ood, cross and excess for every run, then the probes (the costliest), so a short budget loses the probes first;
 3. packs every file under ROOT/<folder>/<scale>/ written in this call and gpu_time.json, weights and checkpoints left
@@ -24,7 +30,9 @@ Then, on your machine, in the checkout: `tar xzf /work/.device/N/icl_gpu.tgz` (s
 Exit status 0 when every selected run finished and got every evaluation that applies to it, else 1 (what came is packed).
 """
 import argparse
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -36,6 +44,7 @@ sys.path.insert(0, str(ROOT))  # the checkout's package, installed or not
 TGZ, LOG = 'icl_gpu.tgz', 'icl_gpu.log'
 RETURNED_FILES, RETURNED_MIB = 8, 64  # the device tool brings back at most 8 files, 64 MiB together
 LEFT_OUT = ('model.pt',)  # weights (git-ignored under runs/icl), like every checkpoint (ckpt*) and hidden file (.lock)
+REDONE, REPLACES = '.redone', 'replaces.json'  # a redone run's earlier files (never packed); the summary a redo replaces
 
 
 def parse(argv):
@@ -56,6 +65,8 @@ def parse(argv):
     ap.add_argument('--out', default=os.environ.get('OUT'), help='where the tarball and the log go (default: $OUT)')
     ap.add_argument('--prompts', type=int, default=1280, help='prompts per evaluation (default 1280, the papers\')')
     ap.add_argument('--probe-prompts', type=int, default=None, help='prompts of the probe (default: --prompts)')
+    ap.add_argument('--redo', action='store_true', help='train again, from step 0 and with the same config, the selected runs that are finished '
+                    'but lack an evaluation and whose weights are not here, so that they get their evaluations (the redone run replaces the run)')
     ap.add_argument('--max-mib', type=float, default=16, help='largest returned file, MiB (default 16, the device tool\'s): a larger tarball is split')
     a = ap.parse_args(argv)
     if not a.out: ap.error('--out: no folder given and $OUT is not set')
@@ -115,6 +126,22 @@ def pack(files, base, out, max_bytes):
     return parts
 
 
+def missing_evaluations(d, task):
+    "The evaluations that apply to a run of `task` whose CSV the run directory `d` lacks."
+    from markov_laplace.analysis.icl_evaluate import run_evaluations
+    return [e for e in run_evaluations(task) if not (Path(d) / f'{e}.csv').exists()]
+
+
+def set_aside_for_redo(d):
+    "A finished run's files but config.json and checkpoints into d/.redone/ (emptied first): the sweep trains it again, or resumes its redo."
+    d, aside = Path(d), Path(d) / REDONE
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    for f in d.iterdir():
+        if f.is_file() and f.name != 'config.json' and not f.name.startswith(('ckpt', '.')): os.replace(f, aside / f.name)
+    return aside
+
+
 def run_line(rel, cell, before):
     "One selected run, after the call: state, steps reached of its steps, final error, its evaluation CSVs (those that apply)."
     from markov_laplace.analysis.icl_evaluate import run_evaluations
@@ -145,11 +172,20 @@ def main(argv=None):
     cells = select_runs(load_sweep([str(Path(g).resolve()) for g in a.grids], root, a.scale), root, a.only)
     if not cells: ap.error(f'--only {a.only} matches no run of {a.grids} at scale {a.scale!r} under {root}')
     before = {c.out_dir: run_state(c.out_dir)[0] for _, c in cells}
+    redo = {}  # run directory -> the summary it replaces
+    if a.redo:
+        for _, c in cells:
+            d = Path(c.out_dir)
+            if before[c.out_dir] == 'finished' and missing_evaluations(d, c.task.task) and not (d / 'model.pt').exists():
+                redo[c.out_dir] = json.loads((d / 'summary.json').read_text())
+                set_aside_for_redo(d)
+                before[c.out_dir] = 'redo'
     scale_dirs = sorted({Path(c.out_dir).parent.parent for _, c in cells})  # ROOT/<folder>/<scale>/
     log = out / LOG
     log.write_text('')
     t_start = time.time()
-    print(f'{len(cells)} runs selected ({sum(s == "finished" for s in before.values())} finished before) under '
+    print(f'{len(cells)} runs selected ({sum(s == "finished" for s in before.values())} finished before'
+          f'{f", {len(redo)} to train again for their evaluations" if a.redo else ""}) under '
           f'{", ".join(str(p) for p in scale_dirs)}; device {a.device}; commit {os.environ.get("MARKOV_LAPLACE_COMMIT", "?")}', flush=True)
 
     here = lambda p: Path(p).resolve().relative_to(ROOT) if Path(p).resolve().is_relative_to(ROOT) else Path(p).resolve()  # as gpu_time.json notes it
@@ -159,8 +195,10 @@ def main(argv=None):
     eval_s = a.eval_s + max(0.0, a.train_s - trained_s)  # a run that finished early leaves its time to the evaluations
     for l in tail(log): print('  ' + l)
 
-    done_now = [Path(c.out_dir) for _, c in cells if before[c.out_dir] != 'finished' and run_state(c.out_dir)[0] == 'finished'
-                and (Path(c.out_dir) / 'model.pt').exists()]
+    for d, replaced in redo.items():  # a redo that finished says which run it replaces
+        if run_state(d)[0] == 'finished': (Path(d) / REPLACES).write_text(json.dumps(replaced, indent=1) + '\n')
+    done_now = [Path(c.out_dir) for _, c in cells if run_state(c.out_dir)[0] == 'finished' and (Path(c.out_dir) / 'model.pt').exists()
+                and (before[c.out_dir] != 'finished' or missing_evaluations(c.out_dir, c.task.task))]
     if done_now:
         t0, tool = time.perf_counter(), ROOT / 'tools' / 'icl_evaluate.py'
         common = ['--runs', *done_now, '--device', a.device, '--prompts', a.prompts, *(['--probe-prompts', a.probe_prompts] if a.probe_prompts else []), '--quiet']
@@ -169,7 +207,7 @@ def main(argv=None):
             if left < 1: print(f'evaluations ({" ".join(only)}): no budget left', flush=True); break
             where = scale_dirs[0] if len(scale_dirs) == 1 else root
             bounded([sys.executable, tool, where, *common, '--only', *only], left, log, f'evaluations ({" ".join(only)})')
-    else: print('evaluations: no run finished in this call', flush=True)
+    else: print('evaluations: no run finished in this call or lacks an evaluation with its weights here', flush=True)
 
     ok, lines = True, []
     for _, c in cells:
