@@ -1,4 +1,6 @@
 """Runs trained together in one vmapped step against the same runs trained apart."""
+import re
+
 import pandas as pd
 import pytest
 import torch
@@ -45,7 +47,7 @@ def test_every_run_of_a_group_trains_on_its_own():
 def test_bad_batches_fail_clearly():
     with pytest.raises(ValueError, match='`seeds` must be one seed per model'):
         BatchedTrainer([build('mamba')], TASK, CFG, [0, 1])
-    with pytest.raises(ValueError, match="`compile` must be True | False | 'auto'"):
+    with pytest.raises(ValueError, match=re.escape("`compile` must be True | False | 'auto'")):
         BatchedTrainer([build('mamba')], TASK, CFG, [0], compile='yes')
 
 

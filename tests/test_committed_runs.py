@@ -8,6 +8,7 @@ Regenerate the reference (only when a change of numbers is intended, and say why
     PYTHONPATH=. python tests/test_committed_runs.py
 """
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,12 +22,18 @@ BATCH, LENGTH, N_SAMPLED = 2, 64, 10  # the fixed token batch: 2 sequences of 64
 TOKEN_SEED, SAMPLE_SEED = 0, 1  # seeds of the token batch and of the sampled entries
 
 
+def committed_weights(root=ROOT):
+    "The model.pt files git tracks under runs/ (not the ignored weights a checkout may hold: runs/icl, runs/local)."
+    out = subprocess.run(['git', 'ls-files', '-z', '--', 'runs'], cwd=root, capture_output=True, text=True, check=True).stdout
+    return {root / p for p in out.split('\0') if p.endswith('/model.pt')}
+
+
 def representative_runs(root=ROOT):
     "The first run directory (sorted) of each distinct model config among the committed runs with weights."
-    firsts = {}
+    firsts, weights = {}, committed_weights(root)
     for cfg in sorted((root / 'runs').glob('**/config.json')):
         d = cfg.parent
-        if 'local' in d.relative_to(root / 'runs').parts or not (d / 'model.pt').exists(): continue
+        if d / 'model.pt' not in weights: continue
         model = json.loads(cfg.read_text()).get('model')
         if model is None: continue
         firsts.setdefault(json.dumps(model, sort_keys=True), d)
@@ -67,6 +74,8 @@ def test_reference_covers_every_shape():
     assert any(c.get('conv_qkv') for c in configs)  # transformer-conv
     assert {c['n_layers'] for c in configs if c['family'] == 'transformer'} >= {1, 2, 3, 4}
     assert {c['vocab'] for c in configs} >= {2, 3, 4}  # switching (3) and S > 2
+    # and it is every shape committed now: a newly committed shape must join it (regenerate, above)
+    assert set(ref) == {str(d.relative_to(ROOT)) for d in representative_runs()}
 
 
 @pytest.mark.parametrize('run', sorted(_reference()))

@@ -65,6 +65,9 @@ def test_paper_table_marks_agreement():
     rows = [dict(task=t, method=m, k=k, error=p, lo=p - 0.01, hi=p + 0.01) for t, m, k, p, _ in PAPER_BASELINES[:-1]]
     tab = paper_table(pd.DataFrame(rows, columns=CURVE_COLUMNS))
     assert tab.agrees.iloc[:-1].all() and tab.agrees.iloc[-1] is None and len(tab) == len(PAPER_BASELINES)
+    t, m, k, p, _ = PAPER_BASELINES[0]  # a band that leaves the paper's number out
+    off = paper_table(pd.DataFrame([dict(task=t, method=m, k=k, error=p + 1, lo=p + 0.5, hi=p + 1.5)], columns=CURVE_COLUMNS))
+    assert off.agrees.iloc[0] == False  # noqa: E712 (a numpy bool)
 
 
 def test_cli_writes_a_valid_csv(tmp_path, capsys):

@@ -65,13 +65,13 @@ def _learn(preset, lr, steps, over): # nothing random is drawn outside the gener
 
 
 @pytest.mark.gpu
-def test_our_mamba1_mixer_is_mamba_ssm_mamba_given_the_same_weights():
+def test_our_mamba1_mixer_is_mamba_ssm_mamba_given_the_same_weights(monkeypatch):
     "Our Mamba-1 mixer (fused Triton scan) against `mamba_ssm.Mamba` with its weights copied in: outputs and gradients."
     pytest.importorskip('mamba_ssm')
     from mamba_ssm import Mamba
     from markov_laplace.models.mamba import Mamba1Mixer, MambaConfig
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)  # restored after the test: later GPU tests keep their settings
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
     torch.manual_seed(0)  # mamba_ssm draws its initial weights from the global generator; they are copied into ours
     theirs = Mamba(d_model=64, d_state=16, d_conv=4, expand=2, dt_rank=16).cuda()
     ours = Mamba1Mixer(MambaConfig(mixer='mamba1', d_model=64, d_state=16, d_conv=4, expand=2, dt_rank=16, d_skip=True)).cuda()

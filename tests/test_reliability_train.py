@@ -209,7 +209,7 @@ def test_evaluation_set_is_drawn_on_the_cpu_from_eval_seed():
     assert torch.equal(evs[1].batches[0].tokens, other.tokens)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.gpu
 def test_evaluation_set_is_the_same_on_cuda():
     cpu, gpu = Evaluator(TASK, 8, seed=7, device='cpu'), Evaluator(TASK, 8, seed=7, device='cuda')
     assert gpu.batches[0].tokens.is_cuda and torch.equal(cpu.batches[0].tokens, gpu.batches[0].tokens.cpu())
