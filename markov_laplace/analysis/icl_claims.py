@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['GRAZZI_PRECISION', 'PAPER_ICL', 'RUN_FIELDS', 'reading_precision', 'icl_root', 'size_of', 'run_csv', 'pick_scale',
            'scale_gap', 'at_scale', 'not_tested', 'number_claim', 'curve_summary', 'close_claim', 'worse_claim',
-           'fails_claim', 'depth_trend', 'falls_claim', 'scale_statement']
+           'fails_claim', 'depth_trend', 'falls_claim', 'scale_statement', 'coverage_note', 'missing_note']
 
 # %% ../../nbs/analysis/05_icl_claims.ipynb #3127a1e8
 import math
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .claims import claim
-from .icl_evaluate import icl_runs
+from .icl_evaluate import icl_runs, run_evaluations
 from ..experiments.store import repo_root
 
 # %% ../../nbs/analysis/05_icl_claims.ipynb #5e349c1a
@@ -85,12 +85,17 @@ def scale_gap(rows, # rows of a run CSV for one claim (RUN_FIELDS and k)
               k=None, # the k the claim needs
               min_steps=0, # the fewest training steps that count
               paper_scale=True, # also require d = 20 and the standard size (a paper's number)
+              absent=None, # why there are no rows, where known (`missing_note`); None: 'no run'
              ): # None when the claim can be tested on these rows, else why not
-    "Why a claim cannot be tested on these runs: none, too short, another d or size, or k beyond the curve."
-    if not len(rows): return 'no run'
-    if paper_scale and not (rows.d == 20).any(): return f"d = {sorted(set(rows.d.astype(int)))} (the papers: 20)"
-    if paper_scale and not (rows['size'] == '').any(): return f"sizes {sorted(set(rows['size']))} only (the papers: standard)"
+    "Why a claim cannot be tested on these runs: none, another d or size, too short, or k beyond the curve; each test on the rows the earlier ones kept."
+    if not len(rows): return absent or 'no run'
+    if paper_scale:
+        if not (rows.d == 20).any(): return f"d = {sorted(set(rows.d.astype(int)))} (the papers: 20)"
+        rows = rows[rows.d == 20]
+        if not (rows['size'] == '').any(): return f"sizes {sorted(set(rows['size']))} only at d = 20 (the papers: standard)"
+        rows = rows[rows['size'] == '']
     if not (rows.steps >= min_steps).any(): return f"{int(rows.steps.max())} steps at most (< {min_steps})"
+    rows = rows[rows.steps >= min_steps]
     if k is not None and not (rows.k == k).any(): return f"k = {k} not in the curve (k <= {int(rows.k.max())})"
     return None
 
@@ -111,9 +116,10 @@ def number_claim(text, # the claim, in words
                  paper, # the number
                  tol, # its reading precision
                  min_steps=0, # the fewest steps that count
+                 absent=None, # why there are no rows, where known (`missing_note`)
                 ): # one claims-table row
     "A number of a paper against ours at k, per seed; not tested when the runs are missing or off the papers' scale."
-    why = scale_gap(rows, k, min_steps)
+    why = scale_gap(rows, k, min_steps, absent=absent)
     if why: return not_tested(text, paper, why)
     at = at_scale(rows, min_steps)
     at = at[at.k == k].sort_values('seed')
@@ -171,10 +177,10 @@ def worse_claim(text, rows, worse, others, ks, min_steps=0): # one claims-table 
     return claim(text, None, holds=holds, evidence=f"{note}; mean over k = {min(ks)}..{max(ks)}: " + ', '.join(f"{f} {v['mean']:.3f} ±{v['half']:.3f}" for f, v in s.items()))
 
 # %% ../../nbs/analysis/05_icl_claims.ipynb #8f9d7b2d
-def fails_claim(text, rows, family, k_from=15, min_steps=0): # one claims-table row
-    "A family's mean error over k >= k_from is at least 1 (the zero predictor's)."
+def fails_claim(text, rows, family, k_from=15, min_steps=0, absent=None): # one claims-table row
+    "A family's mean error over k >= k_from is at least 1 (the zero predictor's); `absent`: why there are no rows, where known."
     r = rows[(rows.family == family) & (rows.steps >= min_steps)] if len(rows) else rows
-    if not len(r): return not_tested(text, None, f'no {family} run' + (f' with >= {min_steps} steps' if min_steps else ''))
+    if not len(r): return not_tested(text, None, absent or f'no {family} run' + (f' with >= {min_steps} steps' if min_steps else ''))
     ks = sorted(k for k in set(r.k) if k >= k_from)
     if not ks: return not_tested(text, None, f'no k >= {k_from} in the curve')
     s = curve_summary(r, ks)
@@ -190,10 +196,10 @@ def depth_trend(rows # probe rows of one model (depth, error)
     r2 = 1 - ((y - (slope * x + icpt)) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-300)
     return dict(rho=rho, slope=float(slope), r2=float(r2))
 
-def falls_claim(text, rows, family, rho_max=-0.8, r2_min=0.8, min_steps=0): # one claims-table row
-    "The probe's log error falls with depth, roughly linearly, for every run of `family` (probe rows of the model)."
+def falls_claim(text, rows, family, rho_max=-0.8, r2_min=0.8, min_steps=0, absent=None): # one claims-table row
+    "The probe's log error falls with depth, roughly linearly, for every run of `family` (probe rows of the model); `absent` as in `fails_claim`."
     r = rows[(rows.family == family) & (rows.method == rows.preset) & (rows.steps >= min_steps)] if len(rows) else rows
-    if not len(r): return not_tested(text, None, f'no {family} probe' + (f' with >= {min_steps} steps' if min_steps else ''))
+    if not len(r): return not_tested(text, None, absent or f'no {family} probe' + (f' with >= {min_steps} steps' if min_steps else ''))
     t = {run: depth_trend(g) for run, g in r.groupby('run')}
     holds = all(v['rho'] <= rho_max and v['r2'] >= r2_min for v in t.values())
     return claim(text, None, holds=holds, evidence='; '.join(f"{run}: ρ {v['rho']:.2f}, slope {v['slope']:.2f} per unit depth, R² {v['r2']:.2f}" for run, v in t.items()))
@@ -209,3 +215,40 @@ def scale_statement(runs # `icl_runs(...)`
     n = [s.get('n_params') for s in runs.summary if isinstance(s, dict) and s.get('n_params')]
     if n: parts.append(_span(min(n), max(n), ' parameters'))
     return '; '.join(parts) + ". The papers: d = 20, standard sizes (about 10M parameters), 500,000 steps, batch 64."
+
+# %% ../../nbs/analysis/05_icl_claims.ipynb #80aac683
+def _lacking(runs, name, task=None, family=None): # (runs the evaluation applies to, those of them without <name>.csv)
+    r = runs[[name in run_evaluations(t) for t in runs.task]] if len(runs) else runs
+    if task is not None and len(r): r = r[r.task == task]
+    if family is not None and len(r): r = r[r.family == family]
+    return r, r[[not (Path(p) / f'{name}.csv').exists() for p in r.path]] if len(r) else r
+
+def _runs_words(r): # '2 runs (linear: transformer, S4D; 10,000 steps)'
+    what = '; '.join(f"{t}: {', '.join(sorted(set(g.family)))}" for t, g in r.groupby('task'))
+    return f"{len(r)} run{'s' if len(r) != 1 else ''} ({what}; {_span(int(r.steps.min()), int(r.steps.max()), ' steps')})"
+
+def coverage_note(runs, # `icl_runs(...)` of the figure's scale
+                  name, # the evaluation: 'ood', 'cross', 'excess' or 'probe'
+                 ): # one sentence: what the figure draws and which runs it lacks
+    "Which runs an evaluation's figure draws: those the evaluation applies to that have its CSV, and those that lack it."
+    applies, lacking = _lacking(runs, name)
+    if not len(applies): return f"No run here that `{name}` applies to."
+    drawn = applies[~applies.path.isin(set(lacking.path))]
+    out = f"`{name}.csv` of {_runs_words(drawn)}" if len(drawn) else f"No run has `{name}.csv`"
+    if len(lacking): out += (f"; without it: {_runs_words(lacking)}, their weights not kept where they were trained "
+                             f"(`tools/icl_gpu_call.py --redo` trains such a run again and evaluates it)")
+    return out + '.'
+
+def missing_note(runs, # `icl_runs(...)` of the claim's scale
+                 name, # the CSV the claim reads
+                 task, # the task the runs were trained on
+                 family=None, # the family, where the claim is about one
+                 min_steps=0, # the fewest steps that count
+                ): # the `absent` of a claim whose CSV rows are empty: why they are
+    "Why a claim has no rows: no run of that task (and family) here, or its runs lack the CSV (and how many steps they have)."
+    applies, lacking = _lacking(runs, name, task, family)
+    who = f"{task}{f', {family}' if family else ''}"
+    if not len(applies): return f"no run ({who})"
+    short = ' (fewer steps than the claims ask)' if (lacking.steps < min_steps).all() and len(lacking) else ''
+    if len(lacking): return f"{_runs_words(lacking)} without {name}.csv{short}: weights not kept where trained"
+    return f"no {name} rows ({who})" + (f" with >= {min_steps} steps" if min_steps else '')  # every run has it: the steps filtered them out
