@@ -78,6 +78,7 @@ def test_one_call_trains_evaluates_and_packs_a_tiny_run(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert '1 to train again for their evaluations' in r.stdout and f'{RUN}: redo -> finished, steps 20/20' in r.stdout
     redone = json.loads((root / RUN / 'summary.json').read_text())
+    assert f"final_error {redone['final_error']:.4f} (the run it replaces: {summary['final_error']:.4f})" in r.stdout
     assert json.loads((root / RUN / 'replaces.json').read_text()) == summary and redone != summary
     assert (root / RUN / '.redone' / 'summary.json').exists() and (root / RUN / 'model.pt').exists()
     with tarfile.open(out / 'icl_gpu.tgz') as tar:

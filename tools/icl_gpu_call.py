@@ -152,6 +152,9 @@ def run_line(rel, cell, before):
     reached = steps_reached(d) if state != 'broken' else None
     s = read_json(d / 'summary.json') if state == 'finished' else {}
     err = f"final_error {s['final_error']:.4f}" if isinstance(s.get('final_error'), (int, float)) else 'final_error -'
+    if before == 'redo' and (d / REPLACES).exists():  # the redo beside the run it replaces: same config and seed, another trajectory
+        old = read_json(d / REPLACES).get('final_error')
+        err += f" (the run it replaces: {old:.4f})" if isinstance(old, (int, float)) else ''
     evals = run_evaluations(cell.task.task)
     have = [e for e in evals if (d / f'{e}.csv').exists() and (d / 'model.pt').exists() and (d / f'{e}.csv').stat().st_mtime >= (d / 'model.pt').stat().st_mtime]
     wall = f", group {s['group_wall_s']:.0f} s" if isinstance(s.get('group_wall_s'), (int, float)) else ''

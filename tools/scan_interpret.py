@@ -5,7 +5,9 @@ Two checks:
 - `--quick` (what `tests/test_scan_interpret.py` runs in CI): each kernel launched through the package's own launchers
   (`_s6_fused_fwd_triton`, `_s6_fused_bwd_triton`) with the autotuner given one config at a time, so nothing is timed;
   lengths that are and are not multiples of the chunk, a channel count that is not a multiple of the channel block, two
-  groups of A (two vmapped runs), float32 and bfloat16 inputs; the twin computes in float64 from the same rounded inputs.
+  groups of A (two vmapped runs), float32 and bfloat16 inputs, B and C contiguous and as slices of one wider tensor (as
+  x_proj gives them: read by their strides); the twin computes in float64 from the same rounded inputs. The interpreter
+  casts float32 to bfloat16 by truncation where the GPU rounds, so bfloat16 outputs differ there by up to 2^-8.
 - `BD ...` (the default: 4 8 32): the autotuner's trials run for real (each writes its partial-sum slices); a made-up
   benchmark picks the config of the channel block given, so every block size can be checked, the first call (trials,
   then the chosen config) and the second (cached). Minutes: every trial runs in the interpreter.
@@ -41,14 +43,19 @@ def _rel(a, ref, floor=0.):
     return ((a.double() - ref).norm() / max(ref.norm().item(), floor)).item()
 
 
-def check_one(bd, length, dtype, b=4, d=12, n=16, G=2, warps=1):
-    "Both kernels with the one config (bd channels per program) against the float64 twin; the errors, relative."
+def check_one(bd, length, dtype, strided=False, b=4, d=12, n=16, G=2, warps=1):
+    """Both kernels with the one config (bd channels per program) against the float64 twin; the errors, relative.
+    `strided`: B and C as slices of one wider tensor (as they come from x_proj), read by their row strides."""
     tol = {torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
     kernels = (scan._s6_fwd_kernel, scan._s6_bwd_kernel)
     saved = [k.configs for k in kernels]
     try:
         for k in kernels: k.configs = [triton.Config(dict(BD=bd), num_warps=warps)]  # one config: the autotuner times nothing
         x, dt, A, B, C, gy = _inputs(b, length, d, n, G, dtype, seed=length)
+        if strided:
+            wide = torch.cat([torch.zeros(b, length, 3, dtype=dtype), B, C], -1)
+            B, C = wide[..., 3:3 + n], wide[..., 3 + n:]
+            assert not B.is_contiguous() and B.stride(-1) == 1
         y0, s0 = scan._s6_fused_fwd_ref(*[t.double() for t in (x, dt, A, B, C)], True)
         g0 = scan._s6_fused_bwd_ref(*[t.double() for t in (x, dt, A, B, C)], s0, gy.double())
         y1, s1 = scan._s6_fused_fwd_triton(x, dt, A, B, C, True)
@@ -61,13 +68,13 @@ def check_one(bd, length, dtype, b=4, d=12, n=16, G=2, warps=1):
     scale = max(r.norm().item() for r in g0)  # a gradient that is exactly 0 comes back as round-off: floored (tests/test_scan.py)
     # one chunk: the state entering it is 0, so its error is floored at 1
     errs = [_rel(y1, y0), _rel(s1, s0, 1.)] + [_rel(a, r, scale / 10) for a, r in zip(g1, g0)]
-    print(f'BD {bd:2d}, length {length:3d}, {str(dtype)[6:]:8s}: relative errors of y, states, dx ddt dA dB dC: '
+    print(f'BD {bd:2d}, length {length:3d}, {str(dtype)[6:]:8s}{" strided" if strided else ""}: relative errors of y, states, dx ddt dA dB dC: '
           + ' '.join(f'{e:.1e}' for e in errs), flush=True)
     assert errs[1] <= 1e-5 and max(errs[:1] + errs[2:]) <= tol, errs
     return errs
 
 
-QUICK = [(8, 37, torch.float32), (8, 16, torch.float32), (4, 1, torch.bfloat16), (16, 21, torch.bfloat16)]
+QUICK = [(8, 37, torch.float32, True), (8, 16, torch.float32), (4, 1, torch.bfloat16), (16, 21, torch.bfloat16, True)]
 
 
 def check(bd, b=4, l=37, d=24, n=16, G=2):

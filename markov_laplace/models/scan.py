@@ -202,7 +202,7 @@ if triton is not None:
 
     @triton.autotune(configs=_CONFIGS, key=['L', 'D', 'N'])
     @triton.jit
-    def _s6_fwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, y_ptr, h_ptr, L, D, N, per,
+    def _s6_fwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, y_ptr, h_ptr, L, D, N, per, sBb, sBt, sCb, sCt,
                        BD: tl.constexpr, BN: tl.constexpr, TC: tl.constexpr, SAVE: tl.constexpr):
         pb, pd = tl.program_id(0), tl.program_id(1)  # one batch row, BD channels
         od, on, rows = pd * BD + tl.arange(0, BD), tl.arange(0, BN), tl.arange(0, TC)
@@ -215,11 +215,12 @@ if triton is not None:
             if SAVE: tl.store(h_ptr + ((pb * n_chunks + c) * D + od[:, None]) * N + on[None, :], h, mask=mdn)
             ot = c * TC + rows
             mtd, mtn = (ot < L)[:, None] & md[None, :], (ot < L)[:, None] & mn[None, :]
-            o_td, o_tn = (pb * L + ot[:, None]) * D + od[None, :], (pb * L + ot[:, None]) * N + on[None, :]
+            o_td = (pb * L + ot[:, None]) * D + od[None, :]  # x, dt, y, gy, dx, ddt: contiguous
+            o_B, o_C = pb * sBb + ot[:, None] * sBt + on[None, :], pb * sCb + ot[:, None] * sCt + on[None, :]  # B, C: any row strides
             xs = tl.load(x_ptr + o_td, mask=mtd, other=0.).to(tl.float32)  # (TC, BD); past L: x = dt = 0 leave h alone
             dts = tl.load(dt_ptr + o_td, mask=mtd, other=0.).to(tl.float32)
-            Bs = tl.load(B_ptr + o_tn, mask=mtn, other=0.).to(tl.float32)  # (TC, BN)
-            Cs = tl.load(C_ptr + o_tn, mask=mtn, other=0.).to(tl.float32)
+            Bs = tl.load(B_ptr + o_B, mask=mtn, other=0.).to(tl.float32)  # (TC, BN)
+            Cs = tl.load(C_ptr + o_C, mask=mtn, other=0.).to(tl.float32)
             a = tl.exp(dts[:, :, None] * A[None, :, :])  # (TC, BD, BN)
             u = (dts * xs)[:, :, None] * Bs[:, None, :]
             P, S = tl.associative_scan((a, u), 0, _affine)
@@ -232,7 +233,7 @@ if triton is not None:
     @triton.autotune(configs=_CONFIGS, key=['L', 'D', 'N'])
     @triton.jit
     def _s6_bwd_kernel(x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, h_ptr, gy_ptr, dx_ptr, ddt_ptr, dA_ptr, dB_ptr, dC_ptr,
-                       L, D, N, per, n_rows,
+                       L, D, N, per, n_rows, sBb, sBt, sCb, sCt,
                        BD: tl.constexpr, BN: tl.constexpr, TC: tl.constexpr):
         pb, pd = tl.program_id(0), tl.program_id(1)
         od, on, rows = pd * BD + tl.arange(0, BD), tl.arange(0, BN), tl.arange(0, TC)
@@ -246,13 +247,14 @@ if triton is not None:
             c = n_chunks - 1 - k
             ot = c * TC + rows
             mtd, mtn = (ot < L)[:, None] & md[None, :], (ot < L)[:, None] & mn[None, :]
-            o_td, o_tn = (pb * L + ot[:, None]) * D + od[None, :], (pb * L + ot[:, None]) * N + on[None, :]
+            o_td = (pb * L + ot[:, None]) * D + od[None, :]  # x, dt, y, gy, dx, ddt: contiguous
+            o_B, o_C = pb * sBb + ot[:, None] * sBt + on[None, :], pb * sCb + ot[:, None] * sCt + on[None, :]  # B, C: any row strides
             xs = tl.load(x_ptr + o_td, mask=mtd, other=0.).to(tl.float32)
             dts = tl.load(dt_ptr + o_td, mask=mtd, other=0.).to(tl.float32)
             gys = tl.load(gy_ptr + o_td, mask=mtd, other=0.).to(tl.float32)
             dts_next = tl.load(dt_ptr + o_td + D, mask=(ot + 1 < L)[:, None] & md[None, :], other=0.).to(tl.float32)  # dt one position later
-            Bs = tl.load(B_ptr + o_tn, mask=mtn, other=0.).to(tl.float32)
-            Cs = tl.load(C_ptr + o_tn, mask=mtn, other=0.).to(tl.float32)
+            Bs = tl.load(B_ptr + o_B, mask=mtn, other=0.).to(tl.float32)
+            Cs = tl.load(C_ptr + o_C, mask=mtn, other=0.).to(tl.float32)
             h0 = tl.load(h_ptr + ((pb * n_chunks + c) * D + od[:, None]) * N + on[None, :], mask=mdn, other=0.)
             a = tl.exp(dts[:, :, None] * A[None, :, :])
             u = (dts * xs)[:, :, None] * Bs[:, None, :]
@@ -263,8 +265,8 @@ if triton is not None:
             Lam = W + Q * lam[None, :, :]  # lam_t = C_t g_t + a_{t+1} lam_{t+1}
             lb = tl.sum(Lam * Bs[:, None, :], 2)  # (TC, BD)
             g_log_a = Lam * (H - u)  # lam_t a_t h_{t-1}: dL/d(dt_t A)
-            tl.store(dx_ptr + o_td, lb * dts, mask=mtd)
-            tl.store(ddt_ptr + o_td, tl.sum(g_log_a * A[None, :, :], 2) + lb * xs, mask=mtd)
+            tl.store(dx_ptr + o_td, (lb * dts).to(dx_ptr.dtype.element_ty), mask=mtd)  # in x's dtype: no cast after
+            tl.store(ddt_ptr + o_td, (tl.sum(g_log_a * A[None, :, :], 2) + lb * xs).to(ddt_ptr.dtype.element_ty), mask=mtd)
             dA += tl.sum(g_log_a * dts[:, :, None], 0)
             o_p = ((pd * n_rows + pb) * L + ot[:, None]) * N + on[None, :]  # partial sums of this channel block
             tl.store(dB_ptr + o_p, tl.sum(Lam * (dts * xs)[:, :, None], 1), mask=mtn)
@@ -278,31 +280,33 @@ def _s6_fused_fwd_triton(x, dt, A, B, C, save):
     b, l, d = x.shape
     n = A.shape[-1]
     if b * l * d * n >= 2 ** 31: _fail('x.shape', f'b * l * d * n < 2**31 for the fused scan (its offsets are 32-bit); n = {n}', tuple(x.shape))
-    x, dt, A, B, C = (t.contiguous() for t in (x, dt, A, B, C))
+    x, dt, A = (t.contiguous() for t in (x, dt, A))
+    B, C = (t if t.stride(-1) == 1 else t.contiguous() for t in (B, C))  # B and C by their row strides (slices of x_proj's output): no copy
     y = torch.empty_like(x)
     nc = triton.cdiv(l, S6_CHUNK)
     states = torch.empty(b, nc, d, n, device=x.device, dtype=torch.float32) if save else x.new_zeros(0, dtype=torch.float32)
     grid = lambda meta: (b, triton.cdiv(d, meta['BD']))
-    _s6_fwd_kernel[grid](x, dt, A, B, C, y, states, l, d, n, b // A.shape[0], BN=triton.next_power_of_2(n), TC=S6_CHUNK, SAVE=save)
+    _s6_fwd_kernel[grid](x, dt, A, B, C, y, states, l, d, n, b // A.shape[0], *B.stride()[:2], *C.stride()[:2], BN=triton.next_power_of_2(n), TC=S6_CHUNK, SAVE=save)
     return y, states
 
 def _s6_fused_bwd_triton(x, dt, A, B, C, states, gy):
     b, l, d = x.shape
     n, G = A.shape[-1], A.shape[0]
-    x, dt, A, B, C, gy = (t.contiguous() for t in (x, dt, A, B, C, gy))
+    x, dt, A, gy = (t.contiguous() for t in (x, dt, A, gy))
+    B, C = (t if t.stride(-1) == 1 else t.contiguous() for t in (B, C))
     nbd = triton.cdiv(d, min(c.kwargs['BD'] for c in _CONFIGS))  # partial sums over channel blocks: room for the smallest block
     f32 = dict(device=x.device, dtype=torch.float32)
-    dx, ddt = torch.empty(b, l, d, **f32), torch.empty(b, l, d, **f32)
+    dx, ddt = torch.empty_like(x), torch.empty_like(dt)  # written in their inputs' dtypes by the kernel
     dA = torch.empty(b, d, n, **f32)
     dB, dC = torch.empty(nbd, b, l, n, **f32), torch.empty(nbd, b, l, n, **f32)
     blocks = []  # every launch asks the grid for its channel blocks, the autotuner's trials first and the chosen config's last
     def grid(meta):
         blocks.append(triton.cdiv(d, meta['BD']))
         return (b, blocks[-1])
-    _s6_bwd_kernel[grid](x, dt, A, B, C, states, gy, dx, ddt, dA, dB, dC, l, d, n, b // G, b,
+    _s6_bwd_kernel[grid](x, dt, A, B, C, states, gy, dx, ddt, dA, dB, dC, l, d, n, b // G, b, *B.stride()[:2], *C.stride()[:2],
                          BN=triton.next_power_of_2(n), TC=S6_CHUNK)
     nb = blocks[-1]  # the slices the chosen config wrote, each of them whole: only those are summed (no zeros written or read)
-    return (dx.to(x.dtype), ddt.to(dt.dtype), dA.view(G, b // G, d, n).sum(1).to(A.dtype),
+    return (dx, ddt, dA.view(G, b // G, d, n).sum(1).to(A.dtype),
             dB[:nb].sum(0).to(B.dtype), dC[:nb].sum(0).to(C.dtype))
 
 
