@@ -6,7 +6,8 @@ Two checks:
   (`_s6_fused_fwd_triton`, `_s6_fused_bwd_triton`) with the autotuner given one config at a time, so nothing is timed;
   lengths that are and are not multiples of the chunk, a channel count that is not a multiple of the channel block, two
   groups of A (two vmapped runs), float32 and bfloat16 inputs, B and C contiguous and as slices of one wider tensor (as
-  x_proj gives them: read by their strides); the twin computes in float64 from the same rounded inputs. The interpreter
+  x_proj gives them: read by their strides); then one autotuning of two configs (the trials' partial sums timed with
+  them, check below); the twin computes in float64 from the same rounded inputs. The interpreter
   casts float32 to bfloat16 by truncation where the GPU rounds, so bfloat16 outputs differ there by up to 2^-8.
 - `BD ...` (the default: 4 8 32): the autotuner's trials run for real (each writes its partial-sum slices); a made-up
   benchmark picks the config of the channel block given, so every block size can be checked, the first call (trials,
@@ -77,8 +78,10 @@ def check_one(bd, length, dtype, strided=False, b=4, d=12, n=16, G=2, warps=1):
 QUICK = [(8, 37, torch.float32, True), (8, 16, torch.float32), (4, 1, torch.bfloat16), (16, 21, torch.bfloat16, True)]
 
 
-def check(bd, b=4, l=37, d=24, n=16, G=2):
-    "Choose the configs with `bd` channels per program (fewest warps); compare both calls' gradients with the twin's."
+def check(bd, b=4, l=37, d=24, n=16, G=2, configs=None):
+    """Choose the configs with `bd` channels per program (fewest warps); compare both calls' gradients with the twin's.
+    Every trial is timed with the partial sums that follow its launch (the kernel's post_hook): called once per trial in the
+    first call, never for the chosen config's launch nor in the second call. `configs`: the autotuner's, for this check only."""
     now, trial, timer = {}, autotuner.Autotuner._bench, autotuner.Autotuner.__dict__['do_bench']
     def bench(self, *args, config, **meta):
         now['config'] = config
@@ -89,7 +92,11 @@ def check(bd, b=4, l=37, d=24, n=16, G=2):
         fewest = min(k.num_warps for k in scan._CONFIGS if k.kwargs['BD'] == bd)
         return [1.0 if (c.kwargs['BD'], c.num_warps) == (bd, fewest) else 2.0] * 3
     autotuner.Autotuner._bench, autotuner.Autotuner.do_bench = bench, property(lambda self: do_bench)
-    scan._s6_bwd_kernel.cache.clear()
+    kernel = scan._s6_bwd_kernel
+    kernel.cache.clear()
+    saved, hook, summed = kernel.configs, kernel.post_hook, []
+    kernel.configs = configs or saved
+    kernel.post_hook = lambda nargs, exception=None: (summed.append(nargs['BD']), hook(nargs, exception))
     g = torch.Generator().manual_seed(0)
     x, dt = torch.randn(b, l, d, generator=g), torch.rand(b, l, d, generator=g) * 0.5
     A = -torch.rand(G, d, n, generator=g) - 0.1
@@ -97,18 +104,24 @@ def check(bd, b=4, l=37, d=24, n=16, G=2):
     _, states = scan._s6_fused_fwd_ref(x, dt, A, B, C, True)
     ref = scan._s6_fused_bwd_ref(x, dt, A, B, C, states, gy)
     for call in ('first', 'second'):
+        before = len(summed)
         got = scan._s6_fused_bwd_triton(x, dt, A, B, C, states, gy)
+        want = sorted(c.kwargs['BD'] for c in kernel.configs) if call == 'first' else []
+        assert sorted(summed[before:]) == want, (call, summed[before:], want)  # the sums timed with each trial, and only there
         errs = [((a - r).abs().max() / r.abs().max()).item() for a, r in zip(got, ref)]
         chosen = scan._s6_bwd_kernel.best_config.kwargs['BD']
         print(f'BD {bd}, {call} call: chose BD {chosen}; largest error of dx ddt dA dB dC, relative: ' + ' '.join(f'{e:.1e}' for e in errs))
         assert chosen == bd and max(errs) < 1e-5, (chosen, errs)
     autotuner.Autotuner._bench, autotuner.Autotuner.do_bench = trial, timer  # the class's own again
+    kernel.configs, kernel.post_hook = saved, hook
+    kernel.cache.clear()
 
 
 if __name__ == '__main__':
     args = sys.argv[1:]
     if args == ['--quick']:
         for case in QUICK: check_one(*case)
+        check(8, b=2, l=16, d=8, G=1, configs=[triton.Config(dict(BD=bd), num_warps=1) for bd in (4, 8)])  # two trials, then BD 8
     elif all(a.isdigit() for a in args):
         for bd in (args or ['4', '8', '32']): check(int(bd))
     else:
