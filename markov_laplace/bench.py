@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['ICL_SAMPLE_TARGETS', 'FAMILY_TARGETS', 'KERNEL_KINDS', 'time_ms', 'bench_data', 'machine_description', 'bench_model',
-           'bench_icl', 'family_target', 'bench_families', 'bench_clipping', 'anchor_models', 'bench_anchors',
-           'bench_rows', 'family_ratios', 'kernel_kind', 'profile_step', 'kind_table']
+           'bench_icl', 'family_target', 'bench_families', 'family_row_key', 'bench_clipping', 'anchor_models',
+           'bench_anchors', 'bench_rows', 'family_ratios', 'kernel_kind', 'profile_step', 'kind_table']
 
 # %% ../nbs/90_bench.ipynb #04cdfb61
 import datetime
@@ -172,6 +172,7 @@ def bench_families(device='cpu', # where the steps run
                    log=None, # called with each row as it is measured (a long GPU benchmark keeps what it has)
                    fused=(False,), # the trainer's `fused` (torch's fused AdamW): rows of each value given, labelled 'fused AdamW'
                    single=True, # also the single run (R = 1); False: only the batched rows of `runs`
+                   skip=(), # `family_row_key`s already measured (a resumed --rows file): not timed again
                   ): # one row per measurement: benchmark, shape, ms, target_ms, meets_target
     "Milliseconds per training step of each function-class family, single and batched, with the first step's time."
     rows, cuda = [], torch.device(device).type == 'cuda'
@@ -185,6 +186,7 @@ def bench_families(device='cpu', # where the steps run
                 task = ICLTaskConfig(task='linear', n_points=n)
                 cfg = TrainConfig(batch=64, device=device, steps=10 ** 6).validate()
                 for R, fz in [(R, fz) for R in ((1,) if single else ()) + tuple(runs) for fz in fused]:
+                    if (family + size, n, R, bool(fz)) in set(skip): continue
                     models = [build(family + size, REGRESSION.model_io(task), seed=seed + r) for r in range(R)]
                     what = f'{family}{size} training step, ' + ('single run' if R == 1 else f'{R} runs batched, per run')
                     shape = f'{models[0].n_params():,} parameters, B=64 pairs={n} d=20'
@@ -204,9 +206,15 @@ def bench_families(device='cpu', # where the steps run
                         del tr, models
                         gc.collect()  # a failed step's traceback holds the trainer: collect it before the next
                         if cuda: torch.cuda.empty_cache()
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=['benchmark', 'shape', 'ms', 'target_ms'])
     df['meets_target'] = [None if pd.isna(t) else bool(m <= t) for m, t in zip(df.ms, df.target_ms)]
     return df
+
+def family_row_key(what): # a runs/bench row's `what` (or a benchmark label with its shape) -> (preset, pairs, R, fused), None if not a family step
+    "Which measurement of `bench_families` a row is: the timed step's row only (not its first step, not a failure)."
+    m = re.match(r'(?P<preset>\S+) training step, (?:single run|(?P<R>\d+) runs batched, per run) \((?P<how>[^)]*)\) \[.*pairs=(?P<n>\d+)', what)
+    if not m or 'first step' in what or 'FAILED' in what: return None
+    return m['preset'], int(m['n']), int(m['R'] or 1), 'fused AdamW' in m['how']
 
 # %% ../nbs/90_bench.ipynb #22e831fc
 def _replayable(fn, device): # -> what to time: on CUDA `fn` captured once in a CUDA graph and replayed (as the step runs it), else `fn`

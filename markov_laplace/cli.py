@@ -327,24 +327,37 @@ def _bench_arguments(sub): # the subparsers of `_parser`
     m.add_argument('--fused-optimizer', choices=['no', 'yes', 'both'], default='no', help="the families' steps with torch's fused AdamW (both: rows of each)")
     m.add_argument('--families', nargs='+', default=None, help='which family presets (default: icl-mamba1 icl-transformer icl-s4d)')
     m.add_argument('--anchors', action='store_true', help="also time the anchors' models (GPT2Model, the mamba_ssm stack) where they import")
-    m.add_argument('--rows', default=None, help='also write the rows as runs/bench CSV (what, ms, device, date, commit) here, row by row')
+    m.add_argument('--rows', default=None, help='also write the rows as runs/bench CSV (what, ms, device, date, commit) here, row by row; '
+                   'an existing file of this --commit and machine is resumed (what it holds is not timed again)')
     m.add_argument('--commit', default='', help='the commit the rows are recorded with')
     return m
 
 # %% ../nbs/99_cli.ipynb #aefa460e
 def _bench(a): # the parsed arguments of `bench` -> the whole table
-    "markov-laplace bench: every part asked for, a bar over the parts, the family rows written to --rows as they come."
+    """markov-laplace bench: every part asked for, a bar over the parts, the family rows written to --rows as they come.
+    An existing --rows file of this commit and machine is resumed: its rows stay, and what they measured is not timed again."""
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
-    from markov_laplace.bench import FAMILY_TARGETS, bench_anchors, bench_clipping, bench_data, bench_families, bench_icl, bench_model, bench_rows
+    from markov_laplace.bench import (FAMILY_TARGETS, bench_anchors, bench_clipping, bench_data, bench_families, bench_icl, bench_model, bench_rows,
+                                      family_row_key, machine_description)
     from markov_laplace.storage import write_csv
     cuda = torch.device(a.device).type == 'cuda'
+    kept = None  # the rows of an earlier call of the same command (a benchmark cut by its time limit)
+    if a.rows and Path(a.rows).exists():
+        kept = pd.read_csv(a.rows)
+        here = (kept.commit.fillna('').astype(str) == str(a.commit)) & (kept.device == machine_description(a.device))
+        if not here.all(): raise ValueError(f"argument --rows: {a.rows} holds rows of another commit or machine "
+                                            f"({sorted(set(kept.commit[~here].fillna('').astype(str)))}); resume it with the same --commit "
+                                            f"on the same machine, or give a new file")
+    skip = {k for k in map(family_row_key, kept.what) if k} if kept is not None else set()
+    has = lambda pattern: kept is not None and kept.what.str.contains(pattern, regex=True).any()
     done = []
     def log(row):
         done.append(row)
         tqdm.write(f"{row['ms']:10.3f} ms  {row['benchmark']} [{row['shape']}]")
-        if a.rows: write_csv(a.rows, bench_rows(pd.DataFrame(done), a.device, a.commit))
+        if a.rows: write_csv(a.rows, pd.concat([kept, bench_rows(pd.DataFrame(done), a.device, a.commit)], ignore_index=True)
+                             if kept is not None else bench_rows(pd.DataFrame(done), a.device, a.commit))
     sizes = {'standard': '', 'small': '-small', 'tiny': '-tiny'}
     pairs = tuple(a.pairs or ((41, 101) if cuda else (41,)))
     parts = {'Markov samplers': lambda: bench_data(a.repeat, a.device),
@@ -353,11 +366,12 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
     if not a.no_families:
         fam_sizes = tuple(sizes[s] for s in (a.family_sizes or (['standard'] if cuda else ['tiny', 'small'])))
         fam_runs, fams = tuple((3,) if a.family_runs is None and cuda else (a.family_runs or ())), tuple(a.families or FAMILY_TARGETS)
-        parts['gradient clipping'] = lambda: bench_clipping(a.device, fam_sizes, fam_runs, fams, a.repeat, log=log)
+        if not has(' gradient clipping, '): parts['gradient clipping'] = lambda: bench_clipping(a.device, fam_sizes, fam_runs, fams, a.repeat, log=log)
         parts['families'] = lambda: bench_families(
             a.device, sizes=fam_sizes, pairs=pairs, runs=fam_runs, repeat=a.repeat, compile={'auto': 'auto', 'yes': True, 'no': False}[a.family_compile],
-            families=fams, fused={'no': (False,), 'yes': (True,), 'both': (False, True)}[a.fused_optimizer], log=log, single=not a.no_single_run)
-    if a.anchors: parts['anchors'] = lambda: bench_anchors(a.device, pairs, a.repeat, log=log)
+            families=fams, fused={'no': (False,), 'yes': (True,), 'both': (False, True)}[a.fused_optimizer], log=log, single=not a.no_single_run,
+            skip=skip)
+    if a.anchors and not has(r'^anchor '): parts['anchors'] = lambda: bench_anchors(a.device, pairs, a.repeat, log=log)
     out = []
     with tqdm(total=len(parts), desc='bench', unit='part') as bar:
         for name, part in parts.items():
@@ -622,7 +636,7 @@ RESUME = { # what Ctrl-C leaves, per command: its one line
     'sweep': 'finished runs are kept and an unfinished one resumes from its checkpoint: run the same command again',
     'collect': 'nothing was written', 'template': 'nothing was written', 'bayes-risk': 'nothing was written',
     'floors': 'the table is written only at the end: run the command again',
-    'bench': 'nothing but the rows already in --rows was written; run the command again',
+    'bench': 'the rows measured so far are in --rows: the same command resumes there (same --commit, same machine)',
     'icl-baselines': 'the methods finished so far are in --out, the prompts done of the next beside it: the same command goes on from there',
     'nlp-icl': 'the (task, k) rows finished so far are in the output CSV: the same command goes on from there',
 }

@@ -65,3 +65,28 @@ def test_bench_times_the_families_with_and_without_fused_adamw(monkeypatch):
     assert clipping['families'] == ('icl-s4d',) and clipping['sizes'] == seen['sizes'] and clipping['runs'] == seen['runs'] == ()
     cli._bench(cli._parser().parse_args(['bench', '--no-markov', '--no-icl', '--family-runs', '3', '--no-single-run']))
     assert seen['fused'] == (False,) and seen['single'] is False and seen['runs'] == (3,)  # the default optimizer; batched rows only
+
+
+def test_bench_resumes_its_rows_file(tmp_path, capsys):
+    "A --rows file of this commit and machine is resumed: the steps it holds are not timed again; another commit's is refused."
+    rows = tmp_path / 'rows.csv'
+    args = ['bench', '--device', 'cpu', '--no-markov', '--no-icl', '--family-sizes', 'tiny', '--families', 'icl-transformer', 'icl-s4d',
+            '--pairs', '5', '--repeat', '2', '--rows', str(rows), '--commit', 'abc']
+    cli._bench(cli._parser().parse_args(args))
+    first = pd.read_csv(rows)
+    keys = {bench.family_row_key(w) for w in first.what} - {None}
+    assert keys == {('icl-transformer-tiny', 5, 1, False), ('icl-s4d-tiny', 5, 1, False)} and first.what.str.contains('gradient clipping').any()
+    first[~first.what.str.startswith('icl-s4d-tiny training step')].to_csv(rows, index=False)  # as if cut before S4D's step
+    capsys.readouterr()
+    cli._bench(cli._parser().parse_args(args))
+    printed = capsys.readouterr().out
+    assert 'icl-s4d-tiny training step' in printed and 'icl-transformer-tiny training step' not in printed  # only what was missing
+    assert 'gradient clipping' not in printed  # its rows were there
+    again = pd.read_csv(rows)
+    assert {bench.family_row_key(w) for w in again.what} - {None} == keys and len(again) == len(first)
+    kept = first[first.what.str.startswith('icl-transformer-tiny training step')].set_index('what').ms
+    assert again.set_index('what').ms[kept.index].tolist() == kept.tolist()  # the kept rows as they were
+    import pytest
+    with pytest.raises(ValueError, match='--rows: .* another commit or machine'):
+        cli._bench(cli._parser().parse_args(args[:-1] + ['def']))
+    assert len(pd.read_csv(rows)) == len(first)  # refused before any work
