@@ -332,11 +332,11 @@ def family_ratios(rows, # `bench_rows` of `bench_families` and `bench_anchors` f
 KERNEL_KINDS = ( # (kind, pattern): a kernel's kind is the first whose pattern its name matches (case-insensitive)
     ('scan (ours)', r'_s6_(fwd|bwd)_kernel|s6_fused'),
     ('attention', r'flash|fmha|attention'),
-    ('matmul', r'gemm|cutlass|nvjet|xmma|cublas|^triton_tem_|^aten::(mm|addmm|bmm|baddbmm|matmul|linear)$'),
-    ('FFT', r'fft'),
     ('compiled fusions', r'^triton_(poi|per|red)_'),
+    ('convolution', r'cudnn|conv_depthwise|implicit_gemm|fprop|dgrad|wgrad|^aten::(_?convolution|conv\w*)'),  # before matmul: cuDNN's GEMM-like kernels
+    ('matmul', r'gemm|gemv|cutlass|nvjet|xmma|cublas|^triton_tem_|^aten::(mm|addmm|bmm|baddbmm|matmul|linear)$'),
+    ('FFT', r'fft'),
     ('optimizer', r'adam|multi_tensor_apply|_foreach_'),
-    ('convolution', r'cudnn|conv_depthwise|^aten::(_?convolution|conv\w*)'),
     ('norms', r'layer_?norm|gammabeta|rms_?norm'),
     ('reductions', r'reduce_kernel|^aten::(sum|mean|amax|amin|max|min|norm|linalg_vector_norm)$'),
     ('copies and casts', r'copy|^aten::(to|contiguous|clone|cat|stack|index\w*|gather|scatter\w*)$'),

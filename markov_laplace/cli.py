@@ -328,14 +328,16 @@ def _bench_arguments(sub): # the subparsers of `_parser`
     m.add_argument('--families', nargs='+', default=None, help='which family presets (default: icl-mamba1 icl-transformer icl-s4d)')
     m.add_argument('--anchors', action='store_true', help="also time the anchors' models (GPT2Model, the mamba_ssm stack) where they import")
     m.add_argument('--rows', default=None, help='also write the rows as runs/bench CSV (what, ms, device, date, commit) here, row by row; '
-                   'an existing file of this --commit and machine is resumed (what it holds is not timed again)')
+                   'an existing file of this --commit and machine is resumed (its whole family steps are not timed again)')
     m.add_argument('--commit', default='', help='the commit the rows are recorded with')
     return m
 
 # %% ../nbs/99_cli.ipynb #aefa460e
 def _bench(a): # the parsed arguments of `bench` -> the whole table
     """markov-laplace bench: every part asked for, a bar over the parts, the family rows written to --rows as they come.
-    An existing --rows file of this commit and machine is resumed: its rows stay, and what they measured is not timed again."""
+    An existing --rows file of this commit and machine is resumed: its family steps measured whole (the first step and the
+    timed one) stay and are not timed again; the rest of it (a step cut after its first row, a failure, the clipping and
+    anchor rows, seconds each) is measured again."""
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
@@ -345,13 +347,15 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
     cuda = torch.device(a.device).type == 'cuda'
     kept = None  # the rows of an earlier call of the same command (a benchmark cut by its time limit)
     if a.rows and Path(a.rows).exists():
-        kept = pd.read_csv(a.rows)
-        here = (kept.commit.fillna('').astype(str) == str(a.commit)) & (kept.device == machine_description(a.device))
+        kept = pd.read_csv(a.rows, dtype={'commit': str})
+        here = (kept.commit.fillna('') == str(a.commit)) & (kept.device == machine_description(a.device))
         if not here.all(): raise ValueError(f"argument --rows: {a.rows} holds rows of another commit or machine "
-                                            f"({sorted(set(kept.commit[~here].fillna('').astype(str)))}); resume it with the same --commit "
+                                            f"({sorted(set(kept.commit[~here].fillna('')))}); resume it with the same --commit "
                                             f"on the same machine, or give a new file")
     skip = {k for k in map(family_row_key, kept.what) if k} if kept is not None else set()
-    has = lambda pattern: kept is not None and kept.what.str.contains(pattern, regex=True).any()
+    if kept is not None:  # the rows of whole family measurements only: the rest is measured again, not written twice
+        step_of = lambda w: family_row_key(w.replace(', first step (setup, compilation, capture)', ''))
+        kept = kept[[step_of(w) in skip for w in kept.what]]
     done = []
     def log(row):
         done.append(row)
@@ -366,17 +370,17 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
     if not a.no_families:
         fam_sizes = tuple(sizes[s] for s in (a.family_sizes or (['standard'] if cuda else ['tiny', 'small'])))
         fam_runs, fams = tuple((3,) if a.family_runs is None and cuda else (a.family_runs or ())), tuple(a.families or FAMILY_TARGETS)
-        if not has(' gradient clipping, '): parts['gradient clipping'] = lambda: bench_clipping(a.device, fam_sizes, fam_runs, fams, a.repeat, log=log)
+        parts['gradient clipping'] = lambda: bench_clipping(a.device, fam_sizes, fam_runs, fams, a.repeat, log=log)
         parts['families'] = lambda: bench_families(
             a.device, sizes=fam_sizes, pairs=pairs, runs=fam_runs, repeat=a.repeat, compile={'auto': 'auto', 'yes': True, 'no': False}[a.family_compile],
             families=fams, fused={'no': (False,), 'yes': (True,), 'both': (False, True)}[a.fused_optimizer], log=log, single=not a.no_single_run,
             skip=skip)
-    if a.anchors and not has(r'^anchor '): parts['anchors'] = lambda: bench_anchors(a.device, pairs, a.repeat, log=log)
+    if a.anchors: parts['anchors'] = lambda: bench_anchors(a.device, pairs, a.repeat, log=log)
     out = []
     with tqdm(total=len(parts), desc='bench', unit='part') as bar:
         for name, part in parts.items():
             bar.set_postfix_str(name); out.append(part()); bar.update()
-    return pd.concat(out, ignore_index=True)
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=['benchmark', 'shape', 'ms'])
 
 # %% ../nbs/99_cli.ipynb #292af6ba
 def _reference(exp, given, mine): # the reference results.csv: --reference, else the committed one (checkout or installed copy), never `mine`
@@ -626,7 +630,7 @@ def _cmd_bench(a):
     print(f'# {machine_description(a.device)}')
     print(table.round(3).to_string(index=False))
     if a.out: write_csv(a.out, table)
-    ratios = family_ratios(bench_rows(table))
+    ratios = family_ratios(pd.read_csv(a.rows, dtype={'commit': str}) if a.rows else bench_rows(table))  # a resumed file: every call's rows
     if len(ratios): print(ratios.round(2).to_string(index=False))
     return 0
 

@@ -96,6 +96,10 @@ def test_one_call_trains_evaluates_and_packs_a_tiny_run(tmp_path):
              '--root', root, '--out', out, '--train-s', 120, '--eval-s', 90, '--prompts', 16, '--probe-prompts', 4, '--', '--steps', 20)
     assert r.returncode == 0 and '0 to train again' in r.stdout and 'finished -> finished, steps 20/20' in r.stdout
     assert json.loads((root / RUN / 'summary.json').read_text()) == redone and (root / RUN / 'probe.csv').exists()
+    with tarfile.open(out / 'icl_gpu.tgz') as tar: names = set(tar.getnames())
+    assert {f'{run}/summary.json', f'{run}/config.json', f'{run}/probe.csv'} <= names  # the run's identity beside its new evaluation
+    (tmp_path / 'here' / run / 'probe.csv').unlink()
+    assert collect.collect(out / 'icl_gpu.tgz', root=tmp_path / 'here') == (0, 0, 1, [], 0)  # so the evaluation lands here
 
 
 def test_a_tarball_over_the_limit_is_split_into_parts_that_join_back(tmp_path):
@@ -201,3 +205,25 @@ def test_a_run_cut_by_its_training_budget_resumes_in_the_same_command_again(tmp_
     assert [h['step'] for h in resumed] == list(range(0, again + 1, 100))  # continued from the checkpoint, not restarted
     entry, = json.loads((root / 'gpu_time.json').read_text())['grids'].values()
     assert len(entry['calls']) == 2 and entry['steps'] == {RUN.rsplit('/', 1)[1]: again} and entry['finished'] == 0
+
+
+def test_a_redo_never_replaces_a_run_with_fewer_evaluations(tmp_path):
+    "collect_runs replaces a run by its redo only where the redo has every evaluation CSV the run here has."
+    spec = importlib.util.spec_from_file_location('collect_runs', ROOT / 'tools' / 'collect_runs.py')
+    cr = importlib.util.module_from_spec(spec); spec.loader.exec_module(cr)
+    old, new = dict(loss=0.5, steps=20, final_error=0.9), dict(loss=0.4, steps=20, final_error=0.8)
+    here = tmp_path / 'here' / 'runs' / 'icl' / 'gpu' / 'e' / 'r'; here.mkdir(parents=True)
+    cfg = json.dumps(dict(task={'task': 'linear'}, preset='p', model={}, train={}))
+    for name, text in (('config.json', cfg), ('summary.json', json.dumps(old)), ('curve.csv', 'k\n1\n'), ('probe.csv', 'depth\n0\n')):
+        (here / name).write_text(text)
+    redo = tmp_path / 'tar' / 'runs' / 'icl' / 'gpu' / 'e' / 'r'; redo.mkdir(parents=True)
+    for name, text in (('config.json', cfg), ('summary.json', json.dumps(new)), ('replaces.json', json.dumps(old)), ('curve.csv', 'k\n2\n')):
+        (redo / name).write_text(text)
+    with tarfile.open(tmp_path / 'r.tgz', 'w:gz') as tar: tar.add(tmp_path / 'tar' / 'runs', arcname='runs')
+    finished, resumable, added, left, replaced = cr.collect(tmp_path / 'r.tgz', root=tmp_path / 'here')
+    assert (finished, resumable, added, replaced) == (0, 0, 0, 0) and len(left) == 1 and 'lacks probe.csv' in left[0]
+    assert json.loads((here / 'summary.json').read_text()) == old and (here / 'probe.csv').exists()  # untouched
+    (redo / 'probe.csv').write_text('depth\n1\n')  # evaluated since: now it takes the run's place
+    with tarfile.open(tmp_path / 'r.tgz', 'w:gz') as tar: tar.add(tmp_path / 'tar' / 'runs', arcname='runs')
+    assert cr.collect(tmp_path / 'r.tgz', root=tmp_path / 'here') == (0, 0, 0, [], 1)
+    assert json.loads((here / 'summary.json').read_text()) == new and (here / 'probe.csv').read_text() == 'depth\n1\n'

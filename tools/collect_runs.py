@@ -11,7 +11,8 @@ so that the next sweep resumes them. A finished run never takes a checkpoint alo
 is already finished here keeps its files: only files it lacks are added (evaluations written by a
 later call, tools/icl_gpu_call.py), and only when both sides hold the same summary.json; or it is replaced whole by a
 redone run (tools/icl_gpu_call.py --redo: trained again for its evaluations) whose replaces.json is the summary.json
-here: every file of the run here goes, the redone run's files come. "Finished"
+here and that has every evaluation CSV the run here has: every file of the run here goes, the redone run's files come
+(a redo without one of them is left out and listed, until a call has evaluated it). "Finished"
 is the run store's (`store.run_state`): a run whose files do not parse or lack a field is broken,
 never taken, and listed.
 
@@ -64,6 +65,9 @@ def collect(tgz, root=ROOT): # -> (finished runs added, unfinished runs kept, fi
             if here == 'broken': broken.append(f'{dest} (here): {why_here}')
             if (here == 'finished' and there == 'finished' and (run / REPLACES).exists()
                     and read_json(run / REPLACES) == read_json(dest / 'summary.json')):  # a redo of this very run: it takes the run's place
+                lacks = sorted(f.name for f in dest.glob('*.csv') if not (run / f.name).exists())
+                if lacks:  # never an evaluation lost: the redo waits until it has every one the run here has
+                    broken.append(f'{dest} (here) not replaced by its redo in {tgz}: the redo lacks {", ".join(lacks)}'); continue
                 for f in dest.iterdir():
                     if f.is_file(): f.unlink()
                 for f in run.iterdir():
@@ -97,4 +101,4 @@ if __name__ == '__main__':
     for t in sys.argv[1:]:
         f, r, a, b, x = collect(t)
         print(f'{t}: {f} finished runs added, {x} replaced by their redo, {r} unfinished runs with checkpoints kept, '
-              f'{a} files added to finished runs, {len(b)} broken runs left out', *b, sep='\n  ')
+              f'{a} files added to finished runs, {len(b)} runs left out (broken, or a redo without an evaluation the run here has)', *b, sep='\n  ')

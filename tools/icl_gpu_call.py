@@ -30,7 +30,6 @@ Then, on your machine, in the checkout: `tar xzf /work/.device/N/icl_gpu.tgz` (s
 Exit status 0 when every selected run finished and got every evaluation that applies to it, else 1 (what came is packed).
 """
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -175,13 +174,13 @@ def main(argv=None):
     cells = select_runs(load_sweep([str(Path(g).resolve()) for g in a.grids], root, a.scale), root, a.only)
     if not cells: ap.error(f'--only {a.only} matches no run of {a.grids} at scale {a.scale!r} under {root}')
     before = {c.out_dir: run_state(c.out_dir)[0] for _, c in cells}
-    redo = {}  # run directory -> the summary it replaces
+    redo = []  # the run directories set aside to be trained again
     if a.redo:
         for _, c in cells:
             d = Path(c.out_dir)
             if before[c.out_dir] == 'finished' and missing_evaluations(d, c.task.task) and not (d / 'model.pt').exists():
-                redo[c.out_dir] = json.loads((d / 'summary.json').read_text())
                 set_aside_for_redo(d)
+                redo.append(c.out_dir)
                 before[c.out_dir] = 'redo'
     scale_dirs = sorted({Path(c.out_dir).parent.parent for _, c in cells})  # ROOT/<folder>/<scale>/
     log = out / LOG
@@ -198,8 +197,10 @@ def main(argv=None):
     eval_s = a.eval_s + max(0.0, a.train_s - trained_s)  # a run that finished early leaves its time to the evaluations
     for l in tail(log): print('  ' + l)
 
-    for d, replaced in redo.items():  # a redo that finished says which run it replaces
-        if run_state(d)[0] == 'finished': (Path(d) / REPLACES).write_text(json.dumps(replaced, indent=1) + '\n')
+    for _, c in cells:  # a redo that finished in this call says which run it replaces (the summary set aside, this call or an earlier one)
+        d = Path(c.out_dir)
+        if before[c.out_dir] != 'finished' and run_state(d)[0] == 'finished' and (d / REDONE / 'summary.json').exists():
+            (d / REPLACES).write_text((d / REDONE / 'summary.json').read_text())
     done_now = [Path(c.out_dir) for _, c in cells if run_state(c.out_dir)[0] == 'finished' and (Path(c.out_dir) / 'model.pt').exists()
                 and (before[c.out_dir] != 'finished' or missing_evaluations(c.out_dir, c.task.task))]
     if done_now:
@@ -217,6 +218,8 @@ def main(argv=None):
         line, good = run_line(Path(c.out_dir).relative_to(root).as_posix(), c, before[c.out_dir])
         lines.append(line); ok &= good
     files = new_files(scale_dirs, t_start) + ([gpu_time] if gpu_time.exists() and gpu_time.stat().st_mtime >= t_start else [])
+    for d in done_now:  # a run evaluated here: its identity files too, so that collect_runs finds the run and matches its summary
+        files += [d / n for n in ('config.json', 'summary.json', REPLACES) if (d / n).exists() and d / n not in files]
     written = pack(files, root.parent, out, a.max_mib * 2 ** 20)
     returned = [p for p in out.iterdir() if p.is_file()]
     size = sum(p.stat().st_size for p in returned)

@@ -217,8 +217,8 @@ def scale_statement(runs # `icl_runs(...)`
     return '; '.join(parts) + ". The papers: d = 20, standard sizes (about 10M parameters), 500,000 steps, batch 64."
 
 # %% ../../nbs/analysis/05_icl_claims.ipynb #80aac683
-def _lacking(runs, name, task=None, family=None): # (runs the evaluation applies to, those of them without <name>.csv)
-    r = runs[[name in run_evaluations(t) for t in runs.task]] if len(runs) else runs
+def _lacking(runs, name, task=None, family=None): # (finished runs the evaluation applies to, those of them without <name>.csv)
+    r = runs[[name in run_evaluations(t) and isinstance(s, dict) and bool(s) for t, s in zip(runs.task, runs.summary)]] if len(runs) else runs
     if task is not None and len(r): r = r[r.task == task]
     if family is not None and len(r): r = r[r.family == family]
     return r, r[[not (Path(p) / f'{name}.csv').exists() for p in r.path]] if len(r) else r
@@ -235,8 +235,10 @@ def coverage_note(runs, # `icl_runs(...)` of the figure's scale
     if not len(applies): return f"No run here that `{name}` applies to."
     drawn = applies[~applies.path.isin(set(lacking.path))]
     out = f"`{name}.csv` of {_runs_words(drawn)}" if len(drawn) else f"No run has `{name}.csv`"
-    if len(lacking): out += (f"; without it: {_runs_words(lacking)}, their weights not kept where they were trained "
-                             f"(`tools/icl_gpu_call.py --redo` trains such a run again and evaluates it)")
+    gone, here = lacking[~lacking.weights.astype(bool)], lacking[lacking.weights.astype(bool)]
+    if len(gone): out += (f"; without it: {_runs_words(gone)}, their weights not kept where they were trained "
+                          f"(`tools/icl_gpu_call.py --redo` trains such a run again and evaluates it)")
+    if len(here): out += f"; not evaluated yet, their weights here: {_runs_words(here)} (`tools/icl_evaluate.py`)"
     return out + '.'
 
 def missing_note(runs, # `icl_runs(...)` of the claim's scale
@@ -250,5 +252,6 @@ def missing_note(runs, # `icl_runs(...)` of the claim's scale
     who = f"{task}{f', {family}' if family else ''}"
     if not len(applies): return f"no run ({who})"
     short = ' (fewer steps than the claims ask)' if (lacking.steps < min_steps).all() and len(lacking) else ''
-    if len(lacking): return f"{_runs_words(lacking)} without {name}.csv{short}: weights not kept where trained"
+    if len(lacking): return f"{_runs_words(lacking)} without {name}.csv{short}: " + (
+        "not evaluated yet, weights here" if lacking.weights.astype(bool).all() else "weights not kept where trained")
     return f"no {name} rows ({who})" + (f" with >= {min_steps} steps" if min_steps else '')  # every run has it: the steps filtered them out

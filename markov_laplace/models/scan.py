@@ -284,7 +284,8 @@ if triton is not None:
 def _s6_fused_fwd_triton(x, dt, A, B, C, save):
     b, l, d = x.shape
     n = A.shape[-1]
-    if b * l * d * n >= 2 ** 31: _fail('x.shape', f'b * l * d * n < 2**31 for the fused scan (its offsets are 32-bit); n = {n}', tuple(x.shape))
+    if max(b * l * d * n, b * B.stride(0), b * C.stride(0)) >= 2 ** 31:  # B and C as slices: their rows' strides count too
+        _fail('x.shape', f'b * l * d * n < 2**31 for the fused scan (its offsets are 32-bit), B and C within it; n = {n}', tuple(x.shape))
     x, dt, A = (t.contiguous() for t in (x, dt, A))
     B, C = (t if t.stride(-1) == 1 else t.contiguous() for t in (B, C))  # B and C by their row strides (slices of x_proj's output): no copy
     y = torch.empty_like(x)
