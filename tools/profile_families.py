@@ -13,15 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from markov_laplace.bench import kind_table, profile_step
-from markov_laplace.models.registry import build
-from markov_laplace.tasks.regression.functions import ICLTaskConfig
-from markov_laplace.tasks.regression.task import REGRESSION
-from markov_laplace.training.config import TrainConfig
-from markov_laplace.training.loop import single_run
-
 args = sys.argv[1:]
 compiled = '--compiled' in args
 args = [a for a in args if a != '--compiled']
@@ -33,6 +24,16 @@ def option(name, default=None): # the value after `name`, taken out of args
     return value
 csv_dir, device = option('--csv'), option('--device', 'cuda')
 if csv_dir is not None: csv_dir = Path(csv_dir); csv_dir.mkdir(parents=True, exist_ok=True)
+
+import torch  # after the arguments: a bad one is refused before these imports
+
+from markov_laplace.bench import kind_table, profile_step
+from markov_laplace.models.registry import build
+from markov_laplace.tasks.regression.functions import ICLTaskConfig
+from markov_laplace.tasks.regression.task import REGRESSION
+from markov_laplace.training.config import TrainConfig
+from markov_laplace.training.loop import single_run
+
 sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
 pairs = int(args.pop(0)) if args and args[0].isdigit() else 41
 presets = args or ['icl-mamba1', 'icl-transformer', 'icl-s4d']

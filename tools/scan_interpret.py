@@ -21,6 +21,9 @@ Triton is a dev dependency (Linux), not one of the package's: `pip install trito
 import os
 import sys
 
+USAGE = 'usage: scan_interpret.py --quick | scan_interpret.py [BD ...] (channel blocks, integers)'
+if __name__ == '__main__' and not (sys.argv[1:] == ['--quick'] or all(a.isdigit() for a in sys.argv[1:])):
+    sys.exit(f'{USAGE}; got {sys.argv[1:]}')  # before the imports below: refused at once
 os.environ['TRITON_INTERPRET'] = '1'  # before triton is imported
 import torch
 import triton
@@ -125,4 +128,4 @@ if __name__ == '__main__':
     elif all(a.isdigit() for a in args):
         for bd in (args or ['4', '8', '32']): check(int(bd))
     else:
-        sys.exit(f'usage: scan_interpret.py --quick | scan_interpret.py [BD ...] (channel blocks, integers); got {args}')
+        sys.exit(f'{USAGE}; got {args}')
