@@ -360,8 +360,7 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
     def log(row):
         done.append(row)
         tqdm.write(f"{row['ms']:10.3f} ms  {row['benchmark']} [{row['shape']}]")
-        if a.rows: write_csv(a.rows, pd.concat([kept, bench_rows(pd.DataFrame(done), a.device, a.commit)], ignore_index=True)
-                             if kept is not None else bench_rows(pd.DataFrame(done), a.device, a.commit))
+        if a.rows: write_csv(a.rows, pd.concat([kept, bench_rows(pd.DataFrame(done), a.device, a.commit)], ignore_index=True))  # concat drops a None
     sizes = {'standard': '', 'small': '-small', 'tiny': '-tiny'}
     pairs = tuple(a.pairs or ((41, 101) if cuda else (41,)))
     parts = {'Markov samplers': lambda: bench_data(a.repeat, a.device),
