@@ -21,9 +21,8 @@ Triton is a dev dependency (Linux), not one of the package's: `pip install trito
 import os
 import sys
 
-USAGE = 'usage: scan_interpret.py --quick | scan_interpret.py [BD ...] (channel blocks, integers)'
 if __name__ == '__main__' and not (sys.argv[1:] == ['--quick'] or all(a.isdigit() for a in sys.argv[1:])):
-    sys.exit(f'{USAGE}; got {sys.argv[1:]}')  # before the imports below: refused at once
+    sys.exit(f'usage: scan_interpret.py --quick | scan_interpret.py [BD ...] (channel blocks, integers); got {sys.argv[1:]}')  # before the imports below: refused at once
 os.environ['TRITON_INTERPRET'] = '1'  # before triton is imported
 import torch
 import triton
@@ -125,7 +124,5 @@ if __name__ == '__main__':
     if args == ['--quick']:
         for case in QUICK: check_one(*case)
         check(8, b=2, l=16, d=8, G=1, configs=[triton.Config(dict(BD=bd), num_warps=1) for bd in (4, 8)])  # two trials, then BD 8
-    elif all(a.isdigit() for a in args):
+    else:  # channel blocks: any other argument was refused at the top
         for bd in (args or ['4', '8', '32']): check(int(bd))
-    else:
-        sys.exit(f'{USAGE}; got {args}')
