@@ -17,8 +17,6 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 from joblib import Parallel, delayed
-from sklearn.linear_model import Lasso, LassoLars
-from sklearn.tree import DecisionTreeRegressor
 from torch import nn
 
 from ...base import _fail
@@ -168,6 +166,7 @@ def lasso_kkt_violation(x, # (k, d) examples, numpy float64
 
 # %% ../../../nbs/tasks/regression/03_baselines.ipynb #a78de92a
 def _lasso_fit_predict(alpha, max_iter, solver, tol, x, y, q):
+    from sklearn.linear_model import Lasso, LassoLars  # here, not at the top: scikit-learn takes a second to import
     if solver == 'cd': return float(q[0] @ Lasso(alpha=alpha, fit_intercept=False, max_iter=max_iter, tol=tol).fit(x, y).coef_)
     w = LassoLars(alpha=alpha, fit_intercept=False, max_iter=max_iter).fit(x, y).coef_
     if lasso_kkt_violation(x, y, w, alpha) > LASSO_KKT_TOL:  # round-off on a degenerate path: polish from there
@@ -301,6 +300,7 @@ def gd_relu_net_loop(xs, # (B, n, d) inputs
 TREE_DEPTHS = {'paper': 2, 'code': 4, 'unbounded': None}   # the paper's sweep: 1..6 and unbounded
 
 def _tree_fit_predict(max_depth, random_state, x, y, q):
+    from sklearn.tree import DecisionTreeRegressor
     return float(DecisionTreeRegressor(max_depth=max_depth, random_state=random_state).fit(x, y).predict(q)[0])
 
 def _check_sign(sign, random_state):
