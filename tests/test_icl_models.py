@@ -11,7 +11,8 @@ from markov_laplace.tasks.regression.functions import ICLTaskConfig, layout, rea
 IO = dict(d_in=20, d_out=1)
 
 # the exact counts with vector ends (d_in = 20, d_out = 1); the papers': ≈ 9.5M, 10.5M, 10.5M
-STANDARD = {'icl-transformer': 9_483_265, 'icl-transformer-pos': 9_548_801, 'icl-mamba1': 10_518_273, 'icl-s4d': 10_491_331, 'icl-s4d-toeplitz': 10_491_331}
+STANDARD = {'icl-transformer': 9_483_265, 'icl-transformer-pos': 9_548_801, 'icl-mamba1': 10_518_273, 'icl-s4d': 10_491_331, 'icl-s4d-toeplitz': 10_491_331,
+            'icl-s4d-padded': 10_491_331}
 
 
 def test_standard_sizes_have_the_papers_parameter_counts():
@@ -107,3 +108,24 @@ def test_s4d_convolution_with_its_written_gradients_is_its_twin_on_cuda():
             assert a.dtype == b.dtype
             tol = (1e-2 if a.dtype == torch.bfloat16 else 1e-4) * b.abs().max().item()
             torch.testing.assert_close(a, b, rtol=1e-2 if a.dtype == torch.bfloat16 else 1e-4, atol=tol)
+
+
+@pytest.mark.gpu
+def test_padded_s4d_on_cuda_gives_the_unpadded_numbers():
+    """S4D at an unaligned width (35, twice it 70; 2 layers) with `pad_to=8`, its 1×1 convolution through `padded_linear`,
+    against the same weights unpadded on CUDA: outputs and every parameter's gradient, in float32 (eager and compiled)
+    and under bf16 autocast, where both round to bfloat16 and only the GEMMs' order of sums differs."""
+    x = torch.randn(4, 30, 20, generator=torch.Generator().manual_seed(0)).cuda()
+    for autocast, compiled in ((False, False), (False, True), (True, False)):
+        outs, grads = [], []
+        for pad_to in (1, 8):
+            m = build('icl-s4d-tiny', dict(IO, length=30), seed=1, d_model=35, n_layers=2, dropout=0.0, pad_to=pad_to).cuda()
+            assert m.backbone.blocks[0].layer.out.pad_to == pad_to
+            f = torch.compile(m) if compiled and pad_to == 8 else m
+            with torch.autocast('cuda', torch.bfloat16, enabled=autocast):
+                y = f(x).float()
+            outs.append(y); grads.append(torch.autograd.grad(y.square().mean(), list(m.parameters())))
+        rel = 2e-2 if autocast else 1e-4
+        torch.testing.assert_close(outs[1], outs[0], rtol=rel, atol=rel * outs[0].abs().max().item())
+        for a, b in zip(*grads):
+            torch.testing.assert_close(a, b, rtol=rel, atol=rel * b.abs().max().item(), msg=lambda m: f'autocast={autocast} compiled={compiled}: {m}')

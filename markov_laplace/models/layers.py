@@ -4,12 +4,15 @@
 
 # %% auto #0
 __all__ = ['fast_paths', 'upcast', 'causal_depthwise', 'shifted_depthwise', 'CausalConv', 'LayerNorm', 'RMSNorm', 'split_linear',
-           'linear', 'Linear', 'Embedding']
+           'linear', 'padded_linear', 'Linear', 'Embedding']
 
 # %% ../../nbs/models/00_layers.ipynb #232ccd7e
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..base import _fail, _is_int
+
 
 # %% ../../nbs/models/00_layers.ipynb #ca06df3d
 _FAST = {'on': True}
@@ -121,10 +124,30 @@ def linear(x, w, b=None):
     if _fast(x) and x.device.type == 'cuda' and x.dim() == 3: return split_linear(x, w, b)
     return F.linear(x, w, b)
 
+# %% ../../nbs/models/00_layers.ipynb #8ad81486
+def padded_linear(x, w, b=None, multiple=8):
+    "`linear(x, w, b)` with w's two widths (and x's last axis) padded with zeros to multiples of `multiple`, the output cut back."
+    o, i = w.shape
+    pi, po = -i % multiple, -o % multiple
+    if not (pi or po): return linear(x, w, b)
+    y = linear(F.pad(x, (0, pi)) if pi else x, F.pad(w, (0, pi, 0, po)))[..., :o]
+    return y + b if b is not None else y
+
+
 # %% ../../nbs/models/00_layers.ipynb #c21a8c13
 class Linear(nn.Linear):
-    "nn.Linear (same parameters) through `linear`."
-    def forward(self, x): return linear(x, self.weight, self.bias)
+    "nn.Linear (same parameters) through `linear`; with `pad_to` > 1, on a GPU through `padded_linear` (the same numbers)."
+    def __init__(self,
+                 in_features:int, out_features:int, bias:bool=True,
+                 pad_to:int=1, # on a GPU, the product's widths padded to multiples of this (8: tensor cores' aligned bf16 GEMMs); 1: as they are
+                 **kwargs): # device, dtype: passed to nn.Linear
+        if not (_is_int(pad_to) and pad_to >= 1): _fail('pad_to', 'an integer >= 1', pad_to)
+        super().__init__(in_features, out_features, bias, **kwargs)
+        self.pad_to = pad_to
+    def forward(self, x):
+        if self.pad_to > 1 and _fast(x) and x.device.type == 'cuda': return padded_linear(x, self.weight, self.bias, self.pad_to)
+        return linear(x, self.weight, self.bias)
+
 
 # %% ../../nbs/models/00_layers.ipynb #19dbeaa0
 class Embedding(nn.Embedding):

@@ -126,6 +126,7 @@ for size, (tl, tw, th, ml, mw, sl, sw) in _ICL_SIZES.items():
                                                      dt_rank=16 if mw >= 256 else None, d_skip=True, rms=True, mlp='none'))
     ICL_PRESETS[f'icl-s4d{size}'] = ('s4', dict(n_layers=sl, d_model=sw, d_state=64, dropout=0.1))
     ICL_PRESETS[f'icl-s4d-toeplitz{size}'] = ('s4', dict(n_layers=sl, d_model=sw, d_state=64, dropout=0.1, conv_method='toeplitz')) # the same S4D, its convolution a matmul
+    ICL_PRESETS[f'icl-s4d-padded{size}'] = ('s4', dict(n_layers=sl, d_model=sw, d_state=64, dropout=0.1, pad_to=8)) # the same S4D, its 1×1 convolution's widths padded on a GPU
 PRESETS.update(ICL_PRESETS)
 
 # %% ../../nbs/models/05_registry.ipynb #89d2c57e

@@ -27,6 +27,7 @@ class S4Config(Config):
     dt_min: float = 1e-3 # the initial step sizes are log-uniform in [dt_min, dt_max]
     dt_max: float = 1e-1
     conv_method: str = 'fft' # how the convolution runs: 'fft' (any length) | 'toeplitz' (a matmul per channel: short prompts); same numbers
+    pad_to: int = 1 # on a GPU, the 1×1 convolution's product padded to widths that are multiples of this (8: aligned bf16 GEMMs, `padded_linear`); 1: as they are; same numbers
 
     def validate(self):
         "Raise a ValueError naming the first field that is out of range."
@@ -36,6 +37,7 @@ class S4Config(Config):
         if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1): _fail('dropout', 'a number in [0, 1)', self.dropout)
         if not (isinstance(self.dt_min, (int, float)) and 0 < self.dt_min <= self.dt_max): _fail('dt_min', f'in (0, dt_max = {self.dt_max}]', self.dt_min)
         if self.conv_method not in ('fft', 'toeplitz'): _fail('conv_method', "'fft' | 'toeplitz'", self.conv_method)
+        if not (_is_int(self.pad_to) and self.pad_to >= 1): _fail('pad_to', 'an integer >= 1', self.pad_to)
         return self
 
 # %% ../../nbs/models/06_s4.ipynb #1fe5fb48
@@ -148,7 +150,7 @@ class S4DLayer(nn.Module):
         self.log_A_real, self.A_imag = nn.Parameter(torch.zeros(H, N2)), nn.Parameter(torch.zeros(H, N2))
         self.D = nn.Parameter(torch.zeros(H))
         self.drop = nn.Dropout(c.dropout)
-        self.out = Linear(H, 2 * H)
+        self.out = Linear(H, 2 * H, pad_to=c.pad_to)  # the 1×1 convolution
         self.conv = CONV_METHODS[c.conv_method]
     def ssm(self): return self.log_dt, self.C, self.log_A_real, self.A_imag
     def _finish(self, y): return F.glu(self.out(self.drop(F.gelu(y))), -1)
