@@ -111,10 +111,15 @@ def test_s4d_convolution_with_its_written_gradients_is_its_twin_on_cuda():
 
 
 @pytest.mark.gpu
-def test_padded_s4d_on_cuda_gives_the_unpadded_numbers():
+def test_padded_s4d_on_cuda_gives_the_unpadded_numbers(monkeypatch):
     """S4D at an unaligned width (35, twice it 70; 2 layers) with `pad_to=8`, its 1×1 convolution through `padded_linear`,
     against the same weights unpadded on CUDA: outputs and every parameter's gradient, in float32 (eager and compiled)
     and under bf16 autocast, where both round to bfloat16 and only the GEMMs' order of sums differs."""
+    from markov_laplace.models import layers
+    calls = []
+    padded = layers.padded_linear
+    monkeypatch.setattr(layers, 'padded_linear', lambda *a, **kw: calls.append(1) or padded(*a, **kw))  # the padded path is taken
+    assert layers.fast_paths()  # on: `Linear` pads only on its fast path
     x = torch.randn(4, 30, 20, generator=torch.Generator().manual_seed(0)).cuda()
     for autocast, compiled in ((False, False), (False, True), (True, False)):
         outs, grads = [], []
@@ -122,8 +127,10 @@ def test_padded_s4d_on_cuda_gives_the_unpadded_numbers():
             m = build('icl-s4d-tiny', dict(IO, length=30), seed=1, d_model=35, n_layers=2, dropout=0.0, pad_to=pad_to).cuda()
             assert m.backbone.blocks[0].layer.out.pad_to == pad_to
             f = torch.compile(m) if compiled and pad_to == 8 else m
+            before = len(calls)
             with torch.autocast('cuda', torch.bfloat16, enabled=autocast):
                 y = f(x).float()
+            assert (len(calls) > before) == (pad_to == 8), (pad_to, compiled)  # once a layer when padded (compiled: as it traces), never else
             outs.append(y); grads.append(torch.autograd.grad(y.square().mean(), list(m.parameters())))
         rel = 2e-2 if autocast else 1e-4
         torch.testing.assert_close(outs[1], outs[0], rtol=rel, atol=rel * outs[0].abs().max().item())

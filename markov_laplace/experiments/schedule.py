@@ -13,7 +13,7 @@ from ..models.registry import PRESETS
 from .store import what_fields
 
 # %% ../../nbs/experiments/03_schedule.ipynb #641cd3be
-GROUP_HOW_FIELDS = ('conv_method',) # HOW_FIELDS a batched group's runs must share: its one step computes every run one way
+GROUP_HOW_FIELDS = ('conv_method', 'pad_to') # HOW_FIELDS a batched group's runs must share: its one step computes every run one way
 
 def shape_key(run # a RunConfig
              ): # runs of one key can train in one batched step

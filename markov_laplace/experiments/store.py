@@ -58,7 +58,7 @@ def runs_root(root=None, # a folder given on the command line (`--root`), or Non
 
 # %% ../../nbs/experiments/01_store.ipynb #d3c0a4b6
 CONFIG_FIELDS = ('task', 'preset', 'model', 'train') # what every config.json holds (`config.record`)
-HOW_FIELDS = ('chunk', 'conv_method') # model fields that change how a run is computed, not what: ignored when matching runs
+HOW_FIELDS = ('chunk', 'conv_method', 'pad_to') # model fields that change how a run is computed, not what: ignored when matching runs
 
 def what_fields(model, # a model's fields (a dict)
                 keep=(), # HOW_FIELDS to keep all the same

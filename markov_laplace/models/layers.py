@@ -130,8 +130,7 @@ def padded_linear(x, w, b=None, multiple=8):
     o, i = w.shape
     pi, po = -i % multiple, -o % multiple
     if not (pi or po): return linear(x, w, b)
-    y = linear(F.pad(x, (0, pi)) if pi else x, F.pad(w, (0, pi, 0, po)))[..., :o]
-    return y + b if b is not None else y
+    return linear(F.pad(x, (0, pi)) if pi else x, F.pad(w, (0, pi, 0, po)), F.pad(b, (0, po)) if b is not None else None)[..., :o]
 
 
 # %% ../../nbs/models/00_layers.ipynb #c21a8c13
