@@ -60,6 +60,11 @@ class Config:
         return cls(**{k: _typed(hints[k], v, k) for k, v in d.items()}).validate()
     @classmethod
     def from_json(cls, s): return cls.from_dict(json.loads(s))
+    @classmethod
+    def defaults(cls): # field -> its default, JSON-ready (fields without one left out)
+        "Each field's value when none is given: what a config written before the field existed stood for."
+        fs = [f for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING]
+        return json.loads(json.dumps({f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in fs}))
 
 # %% ../nbs/00_base.ipynb #25bb9ba3
 def patch(f=None, # a function whose first argument is annotated `self: Cls`

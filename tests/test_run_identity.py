@@ -1,23 +1,21 @@
-"""Every committed regression run is still the run its grid names: the config.json it holds and the config the current
-code would record for its grid cell describe the same run (`store.same_run`). A field added to a model since (S4D's
-`conv_method`, `pad_to`) must not make a sweep refuse to resume or redo the runs written before it ('holds a run with
-another config'): `tools/icl_gpu_call.py --redo` keeps a finished regression run's config.json and trains it again
-under it.
-
-The Markov grids' committed runs are left out: written before the model's `rms` and the training's `optimizer`
-existed, their config.json lacks both, so `same_run` tells them apart from a run recorded today. A sweep skips them as
-finished before it compares configs (`engines._finished`), and nothing trains them again in place.
+"""Every committed run is still the run its grid names: the config.json it holds and the config the current code would
+record for its grid cell describe the same run (`store.same_run`, as the engines call it before training). A field
+added since must not make a sweep refuse to resume or redo the runs written before it ('holds a run with another
+config'): a field of how (S4D's `conv_method`, `pad_to`) is ignored, a field of what (Mamba's `rms`, the training's
+`optimizer`, absent from the Markov runs' config.json) counts as its class's default (`config.record_defaults`).
+`tools/icl_gpu_call.py --redo` keeps a finished regression run's config.json and trains it again under it.
 """
 from pathlib import Path
 
 import pytest
 
-from markov_laplace.experiments.config import build_model, record
+from markov_laplace.experiments.config import build_model, record, record_defaults
 from markov_laplace.experiments.grids import _load_grid, load_sweep
 from markov_laplace.experiments.store import CONFIG_FIELDS, read_json, same_run
 
 ROOT = Path(__file__).resolve().parent.parent
 ICL_GRIDS = sorted((ROOT / 'grids').glob('icl_*.yaml'))
+GRIDS = sorted((ROOT / 'grids').glob('*.yaml'))
 
 
 def committed_cells(grid):
@@ -26,11 +24,27 @@ def committed_cells(grid):
     return [(s, run) for s in scales for _, run in load_sweep([grid], ROOT / 'runs', s) if (Path(run.out_dir) / 'config.json').exists()]
 
 
-@pytest.mark.parametrize('grid', ICL_GRIDS, ids=lambda p: p.stem)
-def test_committed_regression_runs_are_still_their_cells(grid):
-    for scale, run in committed_cells(grid):
-        stored = read_json(Path(run.out_dir) / 'config.json', CONFIG_FIELDS)
-        assert same_run(stored, record(run, build_model(run))), f'{run.out_dir} ({scale}): its config.json is not the run its grid names'
+@pytest.mark.parametrize('grid', GRIDS, ids=lambda p: p.stem)
+def test_committed_runs_are_still_their_cells(grid):
+    cells = committed_cells(grid)
+    for scale, run in cells:
+        stored, model = read_json(Path(run.out_dir) / 'config.json', CONFIG_FIELDS), build_model(run)
+        assert same_run(stored, record(run, model), record_defaults(run, model)), f'{run.out_dir} ({scale}): its config.json is not the run its grid names'
+
+
+def test_every_grid_has_committed_runs_to_check():
+    "The test above checks something: every grid has committed runs but those whose gpu runs are still to train (issue 21: items 4.3, 4.4)."
+    assert {g.stem for g in GRIDS if not committed_cells(g)} <= {'icl_long', 'icl_mamba2'}
+    assert sum(len(committed_cells(g)) for g in GRIDS) >= 500
+
+
+def test_a_field_of_what_set_otherwise_is_another_run():
+    "The defaults read a missing field as the old behaviour, not as anything: a committed Mamba run against one with `rms` on."
+    _, run = next(c for c in committed_cells(ROOT / 'grids' / 'fig1.yaml'))
+    stored, model = read_json(Path(run.out_dir) / 'config.json', CONFIG_FIELDS), build_model(run)
+    assert 'rms' not in stored['model'] and record_defaults(run, model)['model']['rms'] is False
+    other = record(run, model); other['model']['rms'] = True
+    assert not same_run(stored, other, record_defaults(run, model))
 
 
 def test_the_committed_s4d_runs_predate_pad_to():

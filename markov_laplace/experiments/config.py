@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_TASK', 'task_from_dict', 'task_to_dict', 'ModelSpec', 'model_settings', 'build_model', 'RunConfig',
-           'flat_keys', 'from_flat', 'record', 'run_task', 'describe']
+           'flat_keys', 'from_flat', 'record', 'record_defaults', 'run_task', 'describe']
 
 # %% ../../nbs/experiments/00_config.ipynb #598cea16
 import json
@@ -135,6 +135,13 @@ def record(run, # a RunConfig
     "What config.json holds: the task section, the preset, every field of the model as built, the training config."
     return json.loads(json.dumps(dict(task=task_to_dict(run.task), preset=run.model.preset, model=model_config(model),
                                       train=run.train.to_dict())))
+
+def record_defaults(run, # a RunConfig
+                    model, # the model it built
+                   ): # config.json's sections with every field at its class's default
+    "What a field absent from an older config.json stood for: its class's default (a field is added with the old behaviour as its default)."
+    return dict(task=type(run.task).defaults(), model={**type(model.backbone.config).defaults(), **type(model.io).defaults()},
+                train=type(run.train).defaults())
 
 def run_task(config # a config.json dict
             ): # the task's config

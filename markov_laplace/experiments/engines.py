@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..base import _fail
-from .config import RunConfig, build_model, record
+from .config import RunConfig, build_model, record, record_defaults
 from .grids import data_file, load_sweep
 from .schedule import priorities, shape_key, split_unit, sweep_units
 from ..storage import CorruptFileError, atomic_write, read_json, write_csv, write_json
@@ -66,7 +66,7 @@ def run_experiment(run, # a RunConfig with its out_dir (`config.from_flat`, `Run
     if run.out_dir is None: _fail('out_dir', 'the run directory, a path', None)
     out, model = Path(run.out_dir), build_model(run)
     config = record(run, model)
-    check_run_dir(out, config)
+    check_run_dir(out, config, record_defaults(run, model))
     if (out / 'summary.json').exists(): return read_summary(out)
     write_json(out / 'config.json', config)
     hist = train(model, run.task, run.train, run_dir=out, progress=progress, callback=callback)
@@ -80,7 +80,7 @@ def _group_dirs(runs, models, prefetch): # (checkpoint, its member list, the run
     "Write each run's config.json (checked against what is there) and find the group's checkpoint in the first run's directory."
     outs = [Path(r.out_dir) for r in runs]
     for r, m, out in zip(runs, models, outs):
-        check_run_dir(out, record(r, m)); write_json(out / 'config.json', record(r, m))
+        check_run_dir(out, record(r, m), record_defaults(r, m)); write_json(out / 'config.json', record(r, m))
     names = [str(o.relative_to(o.parent.parent)) for o in outs]
     ckpt, members = outs[0] / 'ckpt-group.pt', outs[0] / 'ckpt-group.json'
     if ckpt.exists() and (not members.exists() or read_json(members) != dict(runs=names, prefetch=prefetch)):

@@ -66,15 +66,21 @@ def what_fields(model, # a model's fields (a dict)
     "A model's fields without those of HOW_FIELDS (but `keep`): what a run's identity, its name and its batching group see."
     return {k: v for k, v in model.items() if k not in HOW_FIELDS or k in keep}
 
-def same_run(a, b):
+def same_run(a, b,
+             defaults=None, # {section: {field: default}} (`config.record_defaults`): a field one of them lacks counts as its default
+            ):
     "Whether two config.json dicts describe the same run (fields in HOW_FIELDS aside; a task without a name is the default task)."
+    fill = lambda c: {s: {**defaults[s], **v} if isinstance(v, dict) and isinstance(defaults.get(s), dict) else v for s, v in c.items()}
+    if defaults: a, b = fill(a), fill(b)
     strip = lambda c: {**c, 'task': {'name': DEFAULT_TASK, **c.get('task', {})}, 'model': what_fields(c.get('model', {}))}
     return strip(a) == strip(b)
 
-def check_run_dir(out, config):
+def check_run_dir(out, config,
+                  defaults=None, # what a field the stored config.json lacks stood for (`same_run`)
+                 ):
     "Fail when the run directory `out` already holds a run with another config."
     path = Path(out) / 'config.json'
-    if path.exists() and not same_run(read_json(path, CONFIG_FIELDS), config):
+    if path.exists() and not same_run(read_json(path, CONFIG_FIELDS), config, defaults):
         raise ValueError(f'{out} holds a run with another config; remove it or choose another directory')
 
 # %% ../../nbs/experiments/01_store.ipynb #de0040f5
