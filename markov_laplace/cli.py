@@ -101,8 +101,9 @@ def results_table(experiment, # the experiment folder's name
     logged = pd.read_csv(Path(root) / experiment / runs.run[0] / 'history.csv', nrows=0).columns  # in the evaluator's order
     metrics = [c for c in logged if c in distances] + sorted(distances - set(logged))
     config = dict.fromkeys(k for r in runs.run for k in _flat_config(read_json(Path(root) / experiment / r / 'config.json')))
+    by_preset = lambda c: c.startswith('model.') and (runs.groupby('preset')[c].agg(lambda v: v.astype(str).nunique()) <= 1).all()
     varying = [c for c in config if c not in ('preset', 'device', *(f'model.{h}' for h in HOW_FIELDS))
-               and c in runs and runs[c].astype(str).nunique() > 1]
+               and c in runs and runs[c].astype(str).nunique() > 1 and not by_preset(c)]  # a model field the preset fixes is the preset
     sizes = [c for c in SIZE_FIELDS if c in runs.columns and c not in varying]
     tab = runs[['preset', *varying, *sizes, *metrics, 'wall_s']].sort_values([*varying, 'preset']).reset_index(drop=True)
     tab.attrs.update(keys=['preset', *varying], metrics=metrics)  # what `beside_reference` matches on and compares

@@ -86,6 +86,22 @@ def test_markov_tables_are_the_same_generic_table(tmp_path):
     assert list(pd.read_csv(ROOT / 'runs' / 'quick' / 'results.csv').columns) == list(tab.columns)  # the committed reference's columns
 
 
+def test_presets_side_by_side_are_matched_with_the_reference_on_preset_and_order(tmp_path):
+    "Two presets (as `make run`'s quick grid has): the model fields each preset fixes (conv, width, family) are no settings that vary."
+    grid = MARKOV.replace('preset: mamba}', 'preset: mamba}\n').replace('axes: {order: [1, 2]}', 'axes: {order: [1, 2], preset: [mamba, mamba-noconv]}')
+    assert main(['sweep', str(_grid(tmp_path, grid)), '--root', str(tmp_path), '--engine', 'python', '--quiet']) == 0
+    from markov_laplace.cli import beside_reference, results_table
+    tab = results_table('mk', tmp_path)
+    assert tab.attrs['keys'] == ['preset', 'order'] and not any(c.startswith('model.') for c in tab.columns)
+    ref = tmp_path / 'ref.csv'
+    tab.assign(gap=tab.gap + 1).to_csv(ref, index=False)
+    b = beside_reference(tab, ref)
+    assert len(b) == 4 and b.gap_ref.notna().all() and b.gap_diff.round(12).eq(-1).all()  # every run matched, none twice
+    widths = MARKOV.replace('mk', 'wd').replace('axes: {order: [1, 2]}', 'axes: {order: [1], model: [{preset: mamba, d_model: 4}, {preset: mamba, d_model: 8}]}')
+    assert main(['sweep', str(_grid(tmp_path, widths, 'w.yaml')), '--root', str(tmp_path), '--engine', 'python', '--quiet']) == 0
+    assert results_table('wd', tmp_path).attrs['keys'] == ['preset', 'model.d_model']  # varied within a preset: a setting (Fig 6)
+
+
 # -- your runs beside the committed ones --------------------------------------------------------------
 
 def test_one_runs_root_resolved_the_same_way(monkeypatch, tmp_path):
