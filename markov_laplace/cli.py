@@ -88,6 +88,23 @@ def run_floors(out, # output directory
 # %% ../nbs/99_cli.ipynb #5e5a0001
 SIZE_FIELDS = ('task', 'order', 'length', 'd', 'n_points', 'steps') # shown when present, even when they do not vary
 
+def _same_value(a, b): # a table's cell and a config's value
+    if b is None: return a is None or (isinstance(a, float) and a != a)
+    try: return float(a) == float(b)
+    except (TypeError, ValueError): return str(a) == str(b)
+
+def _preset_fields(runs, # `collect`'s table: a preset column and the model's fields as `model.<field>`
+                  ): # the model.<field> columns where every run has its preset's value (no grid set them otherwise)
+    "The model fields a table need not show: those each run's preset gives (a grid's override shows, even where one preset has it throughout)."
+    from markov_laplace.models.registry import preset_config
+    io_keys = ('vocab', 'd_in', 'd_out')
+    try:
+        given = [preset_config(r['preset'], {k: int(r[f'model.{k}']) for k in io_keys if f'model.{k}' in r and r[f'model.{k}'] == r[f'model.{k}']})
+                 for _, r in runs.iterrows()]
+    except (ValueError, KeyError): return []  # a preset no longer registered: show every field
+    cols = [c for c in runs.columns if c.startswith('model.') and c[6:] not in io_keys]
+    return [c for c in cols if all(_same_value(v, g.get(c[6:])) for v, g in zip(runs[c], given))]
+
 def results_table(experiment, # the experiment folder's name
                   root, # the folder above it (the runs root, or <root>/<scale>)
                  ): # one row per finished run: preset, varying settings, sizes, the task's distances, wall time
@@ -101,9 +118,9 @@ def results_table(experiment, # the experiment folder's name
     logged = pd.read_csv(Path(root) / experiment / runs.run[0] / 'history.csv', nrows=0).columns  # in the evaluator's order
     metrics = [c for c in logged if c in distances] + sorted(distances - set(logged))
     config = dict.fromkeys(k for r in runs.run for k in _flat_config(read_json(Path(root) / experiment / r / 'config.json')))
-    by_preset = lambda c: c.startswith('model.') and (runs.groupby('preset')[c].agg(lambda v: v.astype(str).nunique()) <= 1).all()
-    varying = [c for c in config if c not in ('preset', 'device', *(f'model.{h}' for h in HOW_FIELDS))
-               and c in runs and runs[c].astype(str).nunique() > 1 and not by_preset(c)]  # a model field the preset fixes is the preset
+    as_preset = _preset_fields(runs)  # model fields every run has as its preset gives them: the preset says them
+    varying = [c for c in config if c not in ('preset', 'device', *(f'model.{h}' for h in HOW_FIELDS), *as_preset)
+               and c in runs and runs[c].astype(str).nunique() > 1]
     sizes = [c for c in SIZE_FIELDS if c in runs.columns and c not in varying]
     tab = runs[['preset', *varying, *sizes, *metrics, 'wall_s']].sort_values([*varying, 'preset']).reset_index(drop=True)
     tab.attrs.update(keys=['preset', *varying], metrics=metrics)  # what `beside_reference` matches on and compares

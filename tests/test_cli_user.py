@@ -100,6 +100,18 @@ def test_presets_side_by_side_are_matched_with_the_reference_on_preset_and_order
     widths = MARKOV.replace('mk', 'wd').replace('axes: {order: [1, 2]}', 'axes: {order: [1], model: [{preset: mamba, d_model: 4}, {preset: mamba, d_model: 8}]}')
     assert main(['sweep', str(_grid(tmp_path, widths, 'w.yaml')), '--root', str(tmp_path), '--engine', 'python', '--quiet']) == 0
     assert results_table('wd', tmp_path).attrs['keys'] == ['preset', 'model.d_model']  # varied within a preset: a setting (Fig 6)
+    one_width = MARKOV.replace('mk', 'ow').replace('axes: {order: [1, 2]}', 'axes: {order: [1], model: [{preset: mamba, d_model: 4}, {preset: transformer}]}')
+    assert main(['sweep', str(_grid(tmp_path, one_width, 'o.yaml')), '--root', str(tmp_path), '--engine', 'python', '--quiet']) == 0
+    assert 'model.d_model' in results_table('ow', tmp_path).attrs['keys']  # a grid's override shows, though one preset has it throughout
+
+
+def test_the_committed_quick_table_is_matched_with_its_reference_row_by_row():
+    "What `make run` prints beside this machine's runs: the committed quick runs, read as a table, against runs/quick/results.csv."
+    from markov_laplace.cli import beside_reference, results_table
+    tab = results_table('quick', ROOT / 'runs')
+    b = beside_reference(tab, ROOT / 'runs' / 'quick' / 'results.csv')
+    assert len(b) == 6 and b[[c for c in b.columns if c.endswith('_ref')]].notna().all().all()
+    assert (b.gap_diff.abs() < 1e-9).all()  # the same runs: the same numbers
 
 
 # -- your runs beside the committed ones --------------------------------------------------------------

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from ..base import Config, _fail
-from ..models.registry import PRESETS, build, model_config, preset_config
+from ..models.ends import ENDS, io_kind
+from ..models.registry import FAMILIES, PRESETS, build, model_config, preset_config
 from ..tasks.markov.evaluate import markov_final  # noqa: F401 -- registers Markov's final evaluation
 from ..tasks.markov.task import TaskConfig
 from ..tasks.protocol import TASKS, task_of
@@ -137,11 +138,10 @@ def record(run, # a RunConfig
                                       train=run.train.to_dict())))
 
 def record_defaults(run, # a RunConfig
-                    model, # the model it built
-                   ): # config.json's sections with every field at its class's default
+                   ): # config.json's sections with every field at its class's default (the model's: its family's and its ends')
     "What a field absent from an older config.json stood for: its class's default (a field is added with the old behaviour as its default)."
-    return dict(task=type(run.task).defaults(), model={**type(model.backbone.config).defaults(), **type(model.io).defaults()},
-                train=type(run.train).defaults())
+    model = {**FAMILIES[PRESETS[run.model.preset][0]][0].defaults(), **ENDS[io_kind(run.io)][0].defaults()}
+    return dict(task=type(run.task).defaults(), model=model, train=type(run.train).defaults())
 
 def run_task(config # a config.json dict
             ): # the task's config

@@ -66,7 +66,7 @@ def run_experiment(run, # a RunConfig with its out_dir (`config.from_flat`, `Run
     if run.out_dir is None: _fail('out_dir', 'the run directory, a path', None)
     out, model = Path(run.out_dir), build_model(run)
     config = record(run, model)
-    check_run_dir(out, config, record_defaults(run, model))
+    check_run_dir(out, config, record_defaults(run))
     if (out / 'summary.json').exists(): return read_summary(out)
     write_json(out / 'config.json', config)
     hist = train(model, run.task, run.train, run_dir=out, progress=progress, callback=callback)
@@ -80,7 +80,7 @@ def _group_dirs(runs, models, prefetch): # (checkpoint, its member list, the run
     "Write each run's config.json (checked against what is there) and find the group's checkpoint in the first run's directory."
     outs = [Path(r.out_dir) for r in runs]
     for r, m, out in zip(runs, models, outs):
-        check_run_dir(out, record(r, m), record_defaults(r, m)); write_json(out / 'config.json', record(r, m))
+        check_run_dir(out, record(r, m), record_defaults(r)); write_json(out / 'config.json', record(r, m))
     names = [str(o.relative_to(o.parent.parent)) for o in outs]
     ckpt, members = outs[0] / 'ckpt-group.pt', outs[0] / 'ckpt-group.json'
     if ckpt.exists() and (not members.exists() or read_json(members) != dict(runs=names, prefetch=prefetch)):
@@ -177,10 +177,11 @@ def _run_files(d): # a finished run directory
 
 def _receive(out, # the run directory in this process's store
              files, # {name: bytes} of `_run_files`
+             defaults=None, # what a field an older config.json here lacks stood for (`config.record_defaults`)
             ):
     "Write a run's files sent by a worker, each atomically, summary.json last: the run is finished only once all are there."
     out = Path(out)
-    if 'config.json' in files and (out / 'config.json').exists(): check_run_dir(out, json.loads(files['config.json']))
+    if 'config.json' in files and (out / 'config.json').exists(): check_run_dir(out, json.loads(files['config.json']), defaults)
     for name in sorted(files, key=lambda k: k == 'summary.json'):
         atomic_write(out / name, lambda f, b=files[name]: f.write(b))
 
@@ -323,7 +324,7 @@ def run_sweep(grid, # a grid dict or the path of a JSON / YAML grid file; or a l
                 _drop_temporaries(c.out_dir)  # of a worker killed while it wrote (its unit went to another)
                 res = out['results'].get(c.out_dir) or dict(error=out['oom'], traceback='', broken=False)
                 try:
-                    if c.out_dir in out['files']: _receive(c.out_dir, out['files'][c.out_dir])
+                    if c.out_dir in out['files']: _receive(c.out_dir, out['files'][c.out_dir], record_defaults(c))
                 except Exception as e: res = _error(e)
                 done(exp, c, res)
             return []
