@@ -96,10 +96,11 @@ def _same_value(a, b): # a table's cell and a config's value
 def _preset_fields(runs, # `collect`'s table: a preset column and the model's fields as `model.<field>`
                   ): # the model.<field> columns where every run has its preset's value (no grid set them otherwise)
     "The model fields a table need not show: those each run's preset gives (a grid's override shows, even where one preset has it throughout)."
+    import pandas as pd
     from markov_laplace.models.registry import preset_config
     io_keys = ('vocab', 'd_in', 'd_out')
     try:
-        given = [preset_config(r['preset'], {k: int(r[f'model.{k}']) for k in io_keys if f'model.{k}' in r and r[f'model.{k}'] == r[f'model.{k}']})
+        given = [preset_config(r['preset'], {k: int(r[f'model.{k}']) for k in io_keys if pd.notna(r.get(f'model.{k}'))})
                  for _, r in runs.iterrows()]
     except (ValueError, KeyError): return []  # a preset no longer registered: show every field
     cols = [c for c in runs.columns if c.startswith('model.') and c[6:] not in io_keys]

@@ -80,7 +80,8 @@ def _group_dirs(runs, models, prefetch): # (checkpoint, its member list, the run
     "Write each run's config.json (checked against what is there) and find the group's checkpoint in the first run's directory."
     outs = [Path(r.out_dir) for r in runs]
     for r, m, out in zip(runs, models, outs):
-        check_run_dir(out, record(r, m), record_defaults(r)); write_json(out / 'config.json', record(r, m))
+        config = record(r, m)
+        check_run_dir(out, config, record_defaults(r)); write_json(out / 'config.json', config)
     names = [str(o.relative_to(o.parent.parent)) for o in outs]
     ckpt, members = outs[0] / 'ckpt-group.pt', outs[0] / 'ckpt-group.json'
     if ckpt.exists() and (not members.exists() or read_json(members) != dict(runs=names, prefetch=prefetch)):
