@@ -351,12 +351,33 @@ def _bench_arguments(sub): # the subparsers of `_parser`
     m.add_argument('--commit', default='', help='the commit the rows are recorded with')
     return m
 
+# %% ../nbs/99_cli.ipynb #b78d9d7e
+def _measured_again(what, # a row of a resumed --rows file
+                    presets, # the family presets (with their size) this call times; () without the families
+                    runs, # the R of its family steps (1: the single run)
+                    pairs, fused, # its lengths, and its optimizers (False: AdamW, True: fused AdamW)
+                    anchors, # whether it times the anchors
+                    clip_runs=(), # the R of its clipping rows besides 1
+                   ): # -> bool
+    "Whether this call of `bench` measures a kept row again: an anchor's with --anchors; a family's of a preset it times, at its runs, lengths and optimizer where the row names them."
+    import re
+    if what.startswith('anchor '): return bool(anchors)
+    if not any(what.startswith(f'{p} ') for p in presets): return False
+    r = re.search(r', (?:(single) run|(\d+) runs batched)', what)
+    R = None if r is None else 1 if r[1] else int(r[2])
+    if ' gradient clipping' in what: return R is None or R in (1, *clip_runs)
+    n, how = re.search(r'pairs=(\d+)', what), re.search(r'\(([^)]*)\) \[', what)
+    return ((R is None or R in runs) and (n is None or int(n[1]) in pairs)
+            and (how is None or ('fused AdamW' in how[1]) in fused))
+
+
 # %% ../nbs/99_cli.ipynb #aefa460e
 def _bench(a): # the parsed arguments of `bench` -> the whole table
     """markov-laplace bench: every part asked for, a bar over the parts, the family rows written to --rows as they come.
     An existing --rows file of this commit and machine is resumed: its family steps measured whole (the first step and the
-    timed one) stay and are not timed again; the rest of it (a step cut after its first row, a failure, the clipping and
-    anchor rows, seconds each) is measured again."""
+    timed one) stay and are not timed again; a row this call measures again (a step cut after its first row, a failure,
+    the clipping and anchor rows, seconds each) is replaced; every other row stays (another call's families, lengths or
+    anchors: calls with different options fill one file)."""
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
@@ -372,9 +393,6 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
                                             f"({sorted(set(kept.commit[~here].fillna('')))}); resume it with the same --commit "
                                             f"on the same machine, or give a new file")
     skip = {k for k in map(family_row_key, kept.what) if k} if kept is not None else set()
-    if kept is not None:  # the rows of whole family measurements only: the rest is measured again, not written twice
-        step_of = lambda w: family_row_key(w.replace(', first step (setup, compilation, capture)', ''))
-        kept = kept[[step_of(w) in skip for w in kept.what]]
     done = []
     def log(row):
         done.append(row)
@@ -382,16 +400,22 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
         if a.rows: write_csv(a.rows, pd.concat([kept, bench_rows(pd.DataFrame(done), a.device, a.commit)], ignore_index=True))  # concat drops a None
     sizes = {'standard': '', 'small': '-small', 'tiny': '-tiny'}
     pairs = tuple(a.pairs or ((41, 101) if cuda else (41,)))
+    fam_sizes = tuple(sizes[s] for s in (a.family_sizes or (['standard'] if cuda else ['tiny', 'small'])))
+    fam_runs, fams = tuple((3,) if a.family_runs is None and cuda else (a.family_runs or ())), tuple(a.families or FAMILY_TARGETS)
+    fused = {'no': (False,), 'yes': (True,), 'both': (False, True)}[a.fused_optimizer]
+    if kept is not None:  # whole family measurements stay, and every row this call does not measure again; the rest is replaced
+        step_of = lambda w: family_row_key(w.replace(', first step (setup, compilation, capture)', ''))
+        presets = () if a.no_families else tuple(f + s for f in fams for s in fam_sizes)
+        again = lambda w: _measured_again(w, presets, ((1,) if not a.no_single_run else ()) + fam_runs, pairs, fused, a.anchors, fam_runs)
+        kept = kept[[step_of(w) in skip or not again(w) for w in kept.what]]
     parts = {'Markov samplers': lambda: bench_data(a.repeat, a.device),
              'Markov training step': lambda: bench_model(a.repeat, a.device, a.backends, runs=a.runs, compiled=a.compiled)} if not a.no_markov else {}
     if not a.no_icl: parts['function-class rows'] = lambda: bench_icl(a.repeat, a.device)
     if not a.no_families:
-        fam_sizes = tuple(sizes[s] for s in (a.family_sizes or (['standard'] if cuda else ['tiny', 'small'])))
-        fam_runs, fams = tuple((3,) if a.family_runs is None and cuda else (a.family_runs or ())), tuple(a.families or FAMILY_TARGETS)
         parts['gradient clipping'] = lambda: bench_clipping(a.device, fam_sizes, fam_runs, fams, a.repeat, log=log)
         parts['families'] = lambda: bench_families(
             a.device, sizes=fam_sizes, pairs=pairs, runs=fam_runs, repeat=a.repeat, compile={'auto': 'auto', 'yes': True, 'no': False}[a.family_compile],
-            families=fams, fused={'no': (False,), 'yes': (True,), 'both': (False, True)}[a.fused_optimizer], log=log, single=not a.no_single_run,
+            families=fams, fused=fused, log=log, single=not a.no_single_run,
             skip=skip)
     if a.anchors: parts['anchors'] = lambda: bench_anchors(a.device, pairs, a.repeat, log=log)
     out = []

@@ -92,3 +92,34 @@ def test_bench_resumes_its_rows_file(tmp_path, capsys):
     with pytest.raises(ValueError, match='--rows: .* another commit or machine'):
         cli._bench(cli._parser().parse_args(args[:-1] + ['def']))
     assert len(pd.read_csv(rows)) == len(first)  # refused before any work
+
+
+def test_bench_keeps_the_rows_of_other_calls_in_its_rows_file(tmp_path, monkeypatch, capsys):
+    """Calls with different options fill one --rows file: a call keeps the rows it does not measure again (the anchors'
+    without --anchors, another preset's), and replaces those it does (the anchors' with --anchors), nothing twice."""
+    rows = tmp_path / 'rows.csv'
+    base = ['bench', '--device', 'cpu', '--no-markov', '--no-icl', '--family-sizes', 'tiny', '--pairs', '5', '--repeat', '2',
+            '--rows', str(rows), '--commit', 'abc']
+    anchor = 'anchor X (test) training step (eager) [1 parameters, B=64 pairs=5 d=20]'
+    def anchors(ms):  # a stand-in for bench_anchors (no anchor package needed): one row, logged as the real one logs it
+        def fake(*args, log=None, **kwargs):
+            row = dict(benchmark=anchor.split(' [')[0], shape=anchor.split('[')[1][:-1], ms=ms, target_ms=None)
+            log(row)
+            return pd.DataFrame([row])
+        return fake
+    monkeypatch.setattr(bench, 'bench_anchors', anchors(1.5))
+    cli._bench(cli._parser().parse_args(base + ['--families', 'icl-transformer', 'icl-s4d', '--anchors']))
+    first = pd.read_csv(rows)
+    assert (first.what == anchor).sum() == 1 and first.what.str.startswith('icl-s4d-tiny training step').sum() == 2
+    cli._bench(cli._parser().parse_args(base + ['--families', 'icl-transformer', '--no-single-run', '--family-runs', '2']))
+    second = pd.read_csv(rows)
+    assert (second.what == anchor).sum() == 1  # not measured by this call: kept
+    s4d = first[first.what.str.startswith('icl-s4d-tiny')].set_index('what').ms
+    assert second.set_index('what').ms[s4d.index].tolist() == s4d.tolist()  # another preset's rows, as they were
+    assert second.what.str.contains('icl-transformer-tiny training step, 2 runs batched').sum() == 2  # the new rows beside them
+    assert second.what.str.contains('icl-transformer-tiny training step, single run').sum() == 2  # the single run's, kept
+    monkeypatch.setattr(bench, 'bench_anchors', anchors(2.5))
+    cli._bench(cli._parser().parse_args(base + ['--no-families', '--anchors']))
+    third = pd.read_csv(rows)
+    assert third[third.what == anchor].ms.tolist() == [2.5]  # measured again: replaced, not written twice
+    assert len(third) == len(second) and set(third.what) == set(second.what)
