@@ -12,7 +12,7 @@ IO = dict(d_in=20, d_out=1)
 
 # the exact counts with vector ends (d_in = 20, d_out = 1); the papers': ≈ 9.5M, 10.5M, 10.5M
 STANDARD = {'icl-transformer': 9_483_265, 'icl-transformer-pos': 9_548_801, 'icl-mamba1': 10_518_273, 'icl-s4d': 10_491_331, 'icl-s4d-toeplitz': 10_491_331,
-            'icl-s4d-unpadded': 10_491_331}
+            'icl-s4d-padded': 10_491_331}
 
 
 def test_standard_sizes_have_the_papers_parameter_counts():

@@ -124,9 +124,9 @@ for size, (tl, tw, th, ml, mw, sl, sw) in _ICL_SIZES.items():
     ICL_PRESETS[f'icl-transformer-pos{size}'] = ('transformer', dict(n_layers=tl, d_model=tw, n_heads=th, max_len=256))
     ICL_PRESETS[f'icl-mamba1{size}'] = ('mamba', dict(mixer='mamba1', n_layers=ml, d_model=mw, d_state=16, d_conv=4, expand=2,
                                                      dt_rank=16 if mw >= 256 else None, d_skip=True, rms=True, mlp='none'))
-    ICL_PRESETS[f'icl-s4d{size}'] = ('s4', dict(n_layers=sl, d_model=sw, d_state=64, dropout=0.1, pad_to=8)) # its 1×1 convolution's widths padded on a GPU (the same numbers, a faster step: 90_bench)
-    ICL_PRESETS[f'icl-s4d-toeplitz{size}'] = ('s4', dict(n_layers=sl, d_model=sw, d_state=64, dropout=0.1, pad_to=8, conv_method='toeplitz')) # the same S4D, its convolution a matmul
-    ICL_PRESETS[f'icl-s4d-unpadded{size}'] = ('s4', dict(n_layers=sl, d_model=sw, d_state=64, dropout=0.1, pad_to=1)) # the same S4D, its 1×1 convolution as it is (the presets' way until 2026-12-05)
+    ICL_PRESETS[f'icl-s4d{size}'] = ('s4', dict(n_layers=sl, d_model=sw, d_state=64, dropout=0.1))
+    ICL_PRESETS[f'icl-s4d-toeplitz{size}'] = ('s4', dict(n_layers=sl, d_model=sw, d_state=64, dropout=0.1, conv_method='toeplitz')) # the same S4D, its convolution a matmul
+    ICL_PRESETS[f'icl-s4d-padded{size}'] = ('s4', dict(n_layers=sl, d_model=sw, d_state=64, dropout=0.1, pad_to=8)) # the same S4D, its 1×1 convolution's widths padded on a GPU
 PRESETS.update(ICL_PRESETS)
 
 # %% ../../nbs/models/05_registry.ipynb #89d2c57e
