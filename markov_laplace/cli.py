@@ -352,16 +352,19 @@ def _bench_arguments(sub): # the subparsers of `_parser`
     return m
 
 # %% ../nbs/99_cli.ipynb #b78d9d7e
-def _measured_again(what, # a row of a resumed --rows file
+def _row_identity(what): # a runs/bench row's `what` -> (its label, a failure's message left out; its shape): the same for a row measured again
+    label, shape = what.rsplit(' [', 1) if ' [' in what else (what, '')
+    return label.split(' FAILED: ')[0], shape
+
+def _measured_again(what, # a family row of a resumed --rows file (a first step's row: its step's label)
                     presets, # the family presets (with their size) this call times; () without the families
                     runs, # the R of its family steps (1: the single run)
                     pairs, fused, # its lengths, and its optimizers (False: AdamW, True: fused AdamW)
-                    anchors, # whether it times the anchors
                     clip_runs=(), # the R of its clipping rows besides 1
                    ): # -> bool
-    "Whether this call of `bench` measures a kept row again: an anchor's with --anchors; a family's of a preset it times, at its runs, lengths and optimizer where the row names them."
+    """Whether this call of `bench` measures a kept family row again: one of a preset it times, at its runs, lengths and
+    optimizer where the row names them (a failure's row does not name its optimizer: any of this call's)."""
     import re
-    if what.startswith('anchor '): return bool(anchors)
     if not any(what.startswith(f'{p} ') for p in presets): return False
     r = re.search(r', (?:(single) run|(\d+) runs batched)', what)
     R = None if r is None else 1 if r[1] else int(r[2])
@@ -376,8 +379,9 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
     """markov-laplace bench: every part asked for, a bar over the parts, the family rows written to --rows as they come.
     An existing --rows file of this commit and machine is resumed: its family steps measured whole (the first step and the
     timed one) stay and are not timed again; a row this call measures again (a step cut after its first row, a failure,
-    the clipping and anchor rows, seconds each) is replaced; every other row stays (another call's families, lengths or
-    anchors: calls with different options fill one file)."""
+    the clipping and anchor rows, seconds each) is replaced, as the new one comes for an anchor (whose package may not
+    import this time); every other row stays (another call's families, lengths or anchors: calls with different options
+    fill one file)."""
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
@@ -395,9 +399,13 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
     skip = {k for k in map(family_row_key, kept.what) if k} if kept is not None else set()
     done = []
     def log(row):
+        nonlocal kept
         done.append(row)
         tqdm.write(f"{row['ms']:10.3f} ms  {row['benchmark']} [{row['shape']}]")
-        if a.rows: write_csv(a.rows, pd.concat([kept, bench_rows(pd.DataFrame(done), a.device, a.commit)], ignore_index=True))  # concat drops a None
+        if a.rows:
+            new = bench_rows(pd.DataFrame(done), a.device, a.commit)
+            if kept is not None: kept = kept[~kept.what.map(_row_identity).isin(set(new.what.map(_row_identity)))]  # replaced, not twice
+            write_csv(a.rows, pd.concat([kept, new], ignore_index=True))  # concat drops a None
     sizes = {'standard': '', 'small': '-small', 'tiny': '-tiny'}
     pairs = tuple(a.pairs or ((41, 101) if cuda else (41,)))
     fam_sizes = tuple(sizes[s] for s in (a.family_sizes or (['standard'] if cuda else ['tiny', 'small'])))
@@ -406,7 +414,8 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
     if kept is not None:  # whole family measurements stay, and every row this call does not measure again; the rest is replaced
         step_of = lambda w: family_row_key(w.replace(', first step (setup, compilation, capture)', ''))
         presets = () if a.no_families else tuple(f + s for f in fams for s in fam_sizes)
-        again = lambda w: _measured_again(w, presets, ((1,) if not a.no_single_run else ()) + fam_runs, pairs, fused, a.anchors, fam_runs)
+        again = lambda w: _measured_again(w.replace(', first step (setup, compilation, capture)', ''), presets,
+                                          ((1,) if not a.no_single_run else ()) + fam_runs, pairs, fused, fam_runs)
         kept = kept[[step_of(w) in skip or not again(w) for w in kept.what]]
     parts = {'Markov samplers': lambda: bench_data(a.repeat, a.device),
              'Markov training step': lambda: bench_model(a.repeat, a.device, a.backends, runs=a.runs, compiled=a.compiled)} if not a.no_markov else {}

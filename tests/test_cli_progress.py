@@ -96,30 +96,49 @@ def test_bench_resumes_its_rows_file(tmp_path, capsys):
 
 def test_bench_keeps_the_rows_of_other_calls_in_its_rows_file(tmp_path, monkeypatch, capsys):
     """Calls with different options fill one --rows file: a call keeps the rows it does not measure again (the anchors'
-    without --anchors, another preset's), and replaces those it does (the anchors' with --anchors), nothing twice."""
+    without --anchors or at other lengths, another preset's), and replaces those it does, nothing twice."""
     rows = tmp_path / 'rows.csv'
     base = ['bench', '--device', 'cpu', '--no-markov', '--no-icl', '--family-sizes', 'tiny', '--pairs', '5', '--repeat', '2',
             '--rows', str(rows), '--commit', 'abc']
-    anchor = 'anchor X (test) training step (eager) [1 parameters, B=64 pairs=5 d=20]'
-    def anchors(ms):  # a stand-in for bench_anchors (no anchor package needed): one row, logged as the real one logs it
-        def fake(*args, log=None, **kwargs):
-            row = dict(benchmark=anchor.split(' [')[0], shape=anchor.split('[')[1][:-1], ms=ms, target_ms=None)
-            log(row)
-            return pd.DataFrame([row])
+    anchor = 'anchor X (test) training step (eager) [1 parameters, B=64 pairs={} d=20]'
+    def anchors(ms):  # a stand-in for bench_anchors (no anchor package needed): a row per length, logged as the real one logs it
+        def fake(device, pairs, repeat, log=None, **kwargs):
+            out = [dict(benchmark=anchor.split(' [')[0], shape=f'1 parameters, B=64 pairs={n} d=20', ms=ms, target_ms=None) for n in pairs]
+            for row in out: log(row)
+            return pd.DataFrame(out)
         return fake
     monkeypatch.setattr(bench, 'bench_anchors', anchors(1.5))
     cli._bench(cli._parser().parse_args(base + ['--families', 'icl-transformer', 'icl-s4d', '--anchors']))
     first = pd.read_csv(rows)
-    assert (first.what == anchor).sum() == 1 and first.what.str.startswith('icl-s4d-tiny training step').sum() == 2
+    assert (first.what == anchor.format(5)).sum() == 1 and first.what.str.startswith('icl-s4d-tiny training step').sum() == 2
     cli._bench(cli._parser().parse_args(base + ['--families', 'icl-transformer', '--no-single-run', '--family-runs', '2']))
     second = pd.read_csv(rows)
-    assert (second.what == anchor).sum() == 1  # not measured by this call: kept
+    assert (second.what == anchor.format(5)).sum() == 1  # not measured by this call: kept
     s4d = first[first.what.str.startswith('icl-s4d-tiny')].set_index('what').ms
     assert second.set_index('what').ms[s4d.index].tolist() == s4d.tolist()  # another preset's rows, as they were
     assert second.what.str.contains('icl-transformer-tiny training step, 2 runs batched').sum() == 2  # the new rows beside them
     assert second.what.str.contains('icl-transformer-tiny training step, single run').sum() == 2  # the single run's, kept
     monkeypatch.setattr(bench, 'bench_anchors', anchors(2.5))
-    cli._bench(cli._parser().parse_args(base + ['--no-families', '--anchors']))
+    cli._bench(cli._parser().parse_args(base[:-6] + ['--pairs', '7'] + base[-6:] + ['--no-families', '--anchors']))
     third = pd.read_csv(rows)
-    assert third[third.what == anchor].ms.tolist() == [2.5]  # measured again: replaced, not written twice
-    assert len(third) == len(second) and set(third.what) == set(second.what)
+    assert third.set_index('what').ms[[anchor.format(5), anchor.format(7)]].tolist() == [1.5, 2.5]  # another length's anchor row stays
+    cli._bench(cli._parser().parse_args(base + ['--no-families', '--anchors']))
+    fourth = pd.read_csv(rows)
+    assert fourth.set_index('what').ms[[anchor.format(5), anchor.format(7)]].tolist() == [2.5, 2.5]  # measured again: replaced
+    assert len(fourth) == len(third) == len(second) + 1 and fourth.what.is_unique
+
+
+def test_bench_resumes_a_fused_step_cut_after_its_first_step(tmp_path):
+    "A step with fused AdamW cut after its first-step row: the same command again measures it whole, its first step once."
+    rows = tmp_path / 'rows.csv'
+    args = ['bench', '--device', 'cpu', '--no-markov', '--no-icl', '--family-sizes', 'tiny', '--families', 'icl-s4d', '--pairs', '5',
+            '--repeat', '2', '--fused-optimizer', 'yes', '--rows', str(rows), '--commit', 'abc']
+    cli._bench(cli._parser().parse_args(args))
+    first = pd.read_csv(rows)
+    timed = first.what.str.startswith('icl-s4d-tiny training step') & ~first.what.str.contains('first step')
+    assert timed.sum() == 1 and first[timed].what.iloc[0].count('fused AdamW') == 1
+    first[~timed].to_csv(rows, index=False)  # cut after the first step
+    cli._bench(cli._parser().parse_args(args))
+    again = pd.read_csv(rows)
+    assert again.what.str.contains('icl-s4d-tiny training step.*first step').sum() == 1 and len(again) == len(first)
+    assert again.what.is_unique
