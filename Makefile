@@ -59,7 +59,8 @@ clean-venv:
 
 ## make bench-gpu: on the GPU machine (no make or venv there: this target only runs the command;
 ## see GPU.md for the setup). Times the samplers, add-β and the training step per backend on CUDA; the
-## function-class families at the papers' size (41 and 101 pairs, single and 3 runs batched) beside the anchors.
+## function-class families at the papers' size (41 and 101 pairs, single and 3 runs batched, compiled with fused AdamW
+## as their runs train) beside the anchors.
 bench-gpu:
 	. tools/gpu_env.sh; python3 -m markov_laplace \
-	  bench --device cuda --repeat 50 --backends torch mamba_ssm --runs 8 32 64 --compiled --anchors
+	  bench --device cuda --repeat 50 --backends torch mamba_ssm --runs 8 32 64 --compiled --anchors --fused-optimizer yes
