@@ -60,7 +60,10 @@ clean-venv:
 ## make bench-gpu: on the GPU machine (no make or venv there: this target only runs the command;
 ## see GPU.md for the setup). Times the samplers, add-β and the training step per backend on CUDA; the
 ## function-class families at the papers' size (41 and 101 pairs, single and 3 runs batched, compiled with fused AdamW
-## as their runs train) beside the anchors.
+## as issue 21's runs train) beside the anchors. Longer than one device call: the family and anchor rows go to
+## runs/local/bench_gpu.csv as they come, and the same target again on the held machine (.commit carried, see GPU.md)
+## does not time the family steps that file holds whole (the Markov rows are measured again).
 bench-gpu:
 	. tools/gpu_env.sh; python3 -m markov_laplace \
-	  bench --device cuda --repeat 50 --backends torch mamba_ssm --runs 8 32 64 --compiled --anchors --fused-optimizer yes
+	  bench --device cuda --repeat 50 --backends torch mamba_ssm --runs 8 32 64 --compiled --anchors --fused-optimizer yes \
+	  --rows runs/local/bench_gpu.csv --commit "$$(cat .commit 2>/dev/null)"

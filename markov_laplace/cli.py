@@ -366,10 +366,11 @@ def _measured_again(what, # a family row of a resumed --rows file (a first step'
     optimizer where the row names them (a failure's row does not name its optimizer: any of this call's)."""
     import re
     if not any(what.startswith(f'{p} ') for p in presets): return False
-    r = re.search(r', (?:(single) run|(\d+) runs batched)', what)
+    label, shape = _row_identity(what)  # a failure's message left out: nothing in it is read as the row's runs or optimizer
+    r = re.search(r', (?:(single) run|(\d+) runs batched)', label)
     R = None if r is None else 1 if r[1] else int(r[2])
-    if ' gradient clipping' in what: return R is None or R in (1, *clip_runs)
-    n, how = re.search(r'pairs=(\d+)', what), re.search(r'\(([^)]*)\) \[', what)
+    if ' gradient clipping' in label: return R is None or R in (1, *clip_runs)
+    n, how = re.search(r'pairs=(\d+)', shape), re.search(r'\(([^)]*)\)$', label)
     return ((R is None or R in runs) and (n is None or int(n[1]) in pairs)
             and (how is None or ('fused AdamW' in how[1]) in fused))
 
