@@ -413,11 +413,10 @@ def _bench(a): # the parsed arguments of `bench` -> the whole table
     fam_runs, fams = tuple((3,) if a.family_runs is None and cuda else (a.family_runs or ())), tuple(a.families or FAMILY_TARGETS)
     fused = {'no': (False,), 'yes': (True,), 'both': (False, True)}[a.fused_optimizer]
     if kept is not None:  # whole family measurements stay, and every row this call does not measure again; the rest is replaced
-        step_of = lambda w: family_row_key(w.replace(', first step (setup, compilation, capture)', ''))
         presets = () if a.no_families else tuple(f + s for f in fams for s in fam_sizes)
-        again = lambda w: _measured_again(w.replace(', first step (setup, compilation, capture)', ''), presets,
-                                          ((1,) if not a.no_single_run else ()) + fam_runs, pairs, fused, fam_runs)
-        kept = kept[[step_of(w) in skip or not again(w) for w in kept.what]]
+        again = lambda w: _measured_again(w, presets, ((1,) if not a.no_single_run else ()) + fam_runs, pairs, fused, fam_runs)
+        steps = kept.what.str.replace(', first step (setup, compilation, capture)', '', regex=False)  # a first step's row: its step's
+        kept = kept[[family_row_key(w) in skip or not again(w) for w in steps]]
     parts = {'Markov samplers': lambda: bench_data(a.repeat, a.device),
              'Markov training step': lambda: bench_model(a.repeat, a.device, a.backends, runs=a.runs, compiled=a.compiled)} if not a.no_markov else {}
     if not a.no_icl: parts['function-class rows'] = lambda: bench_icl(a.repeat, a.device)
